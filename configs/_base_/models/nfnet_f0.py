@@ -1,0 +1,32 @@
+# NFNet-F0 image classifier, as trained in the NFNet paper (Brock et al. 2021, Sec. 5-6.1).
+custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
+
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(
+        type='NFNet',
+        arch='F0',
+        # Released ImageNet recipe: stochastic depth 0.25 * i / N on block i of N.
+        drop_path_rate=0.25),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(
+        type='NFNetClsHead',
+        num_classes=1000,
+        in_channels=3072,  # final 1x1 conv: 2 x 1536
+        dropout_rate=0.2,
+        # mode='original' is standard label smoothing, (1 - 0.1) * onehot + 0.1 / K,
+        # as in DeepMind's recipe; 'classy_vision' would use 0.1 / 1.1 instead.
+        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+        topk=(1, 5),
+    ),
+    data_preprocessor=dict(
+        num_classes=1000,
+        # ImageNet RGB mean / std (pixel scale 0-255); images are loaded BGR.
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        to_rgb=True,
+    ),
+    # DeepMind's recipe: MixUp (alpha 0.2) on one half of every batch, CutMix on the other.
+    train_cfg=dict(
+        augments=dict(type='HalfMixupHalfCutMix', mixup_alpha=0.2, cutmix_alpha=1.0)),
+)

@@ -1,0 +1,148 @@
+"""Adaptive Gradient Clipping, paper Sec. 4, Eq. (3).
+
+For every unit :math:`i` of a parameter :math:`W` with gradient :math:`G`:
+
+.. math::
+    G_i \\leftarrow
+    \\begin{cases}
+        \\lambda \\frac{\\max(\\|W_i\\|, \\epsilon)}{\\|G_i\\|} G_i
+            & \\text{if } \\frac{\\|G_i\\|}{\\max(\\|W_i\\|, \\epsilon)} > \\lambda \\\\
+        G_i & \\text{otherwise}
+    \\end{cases}
+
+Units are rows of the output dimension: a conv weight ``(O, I, kh, kw)`` has ``O``
+units over ``I * kh * kw``, a linear weight ``(O, I)`` has ``O`` units.  Like
+DeepMind's release, a tensor with at most one non-singleton dimension (bias, gain,
+a ``(O, 1, 1, 1)`` gain, a scalar skip gain) is one unit.  The gradient norm is
+floored at ``grad_eps`` (1e-6) in the division to avoid 0/0.
+
+The implementation is multi-tensor: per ``(device, dtype)`` the whole-tensor norms of
+vector/scalar parameters come from one ``torch._foreach_norm`` call, each matrix costs
+one norm kernel for its weight and one for its gradient, the clip factors of all units
+are computed in one fused pass over a flat vector, and the factors are applied with a
+single ``torch._foreach_mul_``.  Per element, weights are read once and gradients
+read twice and written once.
+"""
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable, List
+
+import torch
+
+
+@dataclass
+class AGCStats:
+    """What one clipping call did (tensors, so that no host sync is forced)."""
+
+    #: Units whose gradient was rescaled.
+    clipped_units: torch.Tensor
+    #: Units considered.
+    total_units: int
+    #: Mean of the factor applied over all units (1.0 = nothing clipped).
+    mean_factor: torch.Tensor
+
+    @property
+    def clip_fraction(self) -> torch.Tensor:
+        return self.clipped_units.float() / max(self.total_units, 1)
+
+
+def is_single_unit(tensor: torch.Tensor) -> bool:
+    """Whether AGC treats ``tensor`` as one unit (at most one dim larger than 1)."""
+    return sum(1 for s in tensor.shape if s > 1) <= 1
+
+
+def unitwise_norm(tensor: torch.Tensor) -> torch.Tensor:
+    """Reference per-unit L2 norm, shape ``(O,)`` or ``(1,)`` for a single unit."""
+    if is_single_unit(tensor):
+        return torch.linalg.vector_norm(tensor.reshape(1, -1), dim=1, dtype=torch.float32)
+    return torch.linalg.vector_norm(tensor.reshape(tensor.shape[0], -1), dim=1,
+                                    dtype=torch.float32)
+
+
+def _bucket(params: Iterable[torch.Tensor]):
+    buckets = defaultdict(lambda: ([], [], [], []))  # vec p, vec g, mat p, mat g
+    for p in params:
+        g = p.grad
+        if g is None:
+            continue
+        if g.is_sparse:
+            raise RuntimeError('AGC does not support sparse gradients.')
+        vp, vg, mp, mg = buckets[(g.device, g.dtype)]
+        if is_single_unit(p):
+            vp.append(p.detach())
+            vg.append(g.detach())
+        else:
+            mp.append(p.detach())
+            mg.append(g.detach())
+    return buckets
+
+
+@torch.no_grad()
+def adaptive_clip_grad_(params: Iterable[torch.Tensor], clipping: float = 0.01,
+                        eps: float = 1e-3, grad_eps: float = 1e-6) -> AGCStats:
+    """Clip the ``.grad`` of ``params`` in place with AGC (Eq. 3).
+
+    Args:
+        params: Parameters; those without ``.grad`` are ignored.
+        clipping (float): :math:`\\lambda`, the largest allowed ratio
+            ``||G_i|| / max(||W_i||, eps)``. Defaults to 0.01.
+        eps (float): Floor of the parameter norm. Defaults to 1e-3.
+        grad_eps (float): Floor of the gradient norm in the division. Defaults to 1e-6.
+
+    Returns:
+        AGCStats: clipped unit count, total units and mean clip factor.
+    """
+    if clipping <= 0:
+        raise ValueError(f'AGC clipping must be > 0, got {clipping}.')
+    clipped, total, factor_sum = None, 0, None
+    for (device, _), (vp, vg, mp, mg) in _bucket(params).items():
+        p_norms: List[torch.Tensor] = []
+        g_norms: List[torch.Tensor] = []
+        if vp:
+            p_norms.append(torch.stack(torch._foreach_norm(vp)).float())
+            g_norms.append(torch.stack(torch._foreach_norm(vg)).float())
+        for p, g in zip(mp, mg):
+            p_norms.append(torch.linalg.vector_norm(p.reshape(p.shape[0], -1), dim=1,
+                                                    dtype=torch.float32))
+            g_norms.append(torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1,
+                                                    dtype=torch.float32))
+        p_norm = torch.cat(p_norms)
+        g_norm = torch.cat(g_norms)
+        max_norm = p_norm.clamp_min_(eps).mul_(clipping)
+        trigger = g_norm > max_norm
+        factor = torch.where(trigger, max_norm / g_norm.clamp_min(grad_eps),
+                             torch.ones_like(max_norm))
+        sizes = [len(vp)] + [p.shape[0] for p in mp]
+        parts = torch.split(factor, sizes)
+        grads, scales = [], []
+        if vp:
+            grads.extend(vg)
+            scales.extend(f.to(g.dtype).reshape(()) for f, g in zip(parts[0].unbind(), vg))
+        for g, f in zip(mg, parts[1:]):
+            grads.append(g)
+            scales.append(f.to(g.dtype).reshape((-1, ) + (1, ) * (g.ndim - 1)))
+        torch._foreach_mul_(grads, scales)
+        n_clipped = trigger.sum()
+        clipped = n_clipped if clipped is None else clipped + n_clipped.to(clipped.device)
+        s = factor.sum()
+        factor_sum = s if factor_sum is None else factor_sum + s.to(factor_sum.device)
+        total += factor.numel()
+    if clipped is None:
+        zero = torch.zeros(())
+        return AGCStats(zero.long(), 0, zero + 1.0)
+    return AGCStats(clipped, total, factor_sum / total)
+
+
+def agc_reference(param: torch.Tensor, grad: torch.Tensor, clipping: float = 0.01,
+                  eps: float = 1e-3, grad_eps: float = 1e-6) -> torch.Tensor:
+    """Readable single-tensor AGC (Eq. 3); returns the clipped gradient."""
+    shape = (-1, ) + (1, ) * (grad.ndim - 1)
+    p_norm = unitwise_norm(param).clamp_min(eps)
+    g_norm = unitwise_norm(grad)
+    max_norm = p_norm * clipping
+    factor = torch.where(g_norm > max_norm, max_norm / g_norm.clamp_min(grad_eps),
+                         torch.ones_like(g_norm))
+    if is_single_unit(grad):
+        return grad * factor.reshape(()).to(grad.dtype)
+    return grad * factor.reshape(shape).to(grad.dtype)
+

@@ -1,0 +1,84 @@
+"""Optimizer wrapper constructor that knows parameter names for AGC exclusion."""
+import copy
+import fnmatch
+import warnings
+from typing import List, Optional
+
+import torch.nn as nn
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
+from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
+
+from nfnets_mm.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from .agc_optim_wrapper import DEFAULT_EXCLUDE
+
+#: DeepMind's recipe: no weight decay on gains, skip gains and biases (and norms).
+NF_PARAMWISE_CFG = dict(
+    norm_decay_mult=0.,
+    custom_keys={
+        'gain': dict(decay_mult=0.),
+        'bias': dict(decay_mult=0.),
+    })
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class AGCOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+    """Builds per-parameter groups and marks the ones AGC must leave alone.
+
+    ``clip_grad.exclude`` holds ``fnmatch`` patterns of parameter names (as in
+    ``model.named_parameters()``); matching groups get ``agc=False``.  It defaults to
+    ``['head.fc.weight']``, the classifier of MMPretrain's linear heads.  An explicit
+    pattern that matches no parameter is an error; the default matching nothing (e.g.
+    in a detector) is a warning.
+
+    Without a ``paramwise_cfg``, :data:`NF_PARAMWISE_CFG` is used: no weight decay on
+    gains, skip gains, biases and norm layers.  Pass ``paramwise_cfg=dict()`` to decay
+    everything.
+    """
+
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
+        if paramwise_cfg is None:
+            paramwise_cfg = copy.deepcopy(NF_PARAMWISE_CFG)
+        optim_wrapper_cfg = copy.deepcopy(optim_wrapper_cfg)
+        optim_wrapper_cfg.setdefault('type', 'AGCOptimWrapper')
+        super().__init__(optim_wrapper_cfg, paramwise_cfg)
+        clip_grad = self.optim_wrapper_cfg.get('clip_grad') or {}
+        self.exclude_is_default = 'exclude' not in clip_grad
+        exclude = clip_grad.get('exclude', DEFAULT_EXCLUDE)
+        if isinstance(exclude, str):
+            exclude = [exclude]
+        self.exclude = list(exclude)
+
+    def _mark_groups(self, groups: List[dict], model: nn.Module) -> None:
+        names = {id(p): n for n, p in model.named_parameters()}
+        hits = {pattern: 0 for pattern in self.exclude}
+        for group in groups:
+            name = names[id(group['params'][0])]
+            matched = [p for p in self.exclude if fnmatch.fnmatchcase(name, p)]
+            for pattern in matched:
+                hits[pattern] += 1
+            if matched:
+                group['agc'] = False
+            else:
+                group.setdefault('agc', True)
+        unmatched = [p for p, n in hits.items() if n == 0]
+        if unmatched:
+            sample = ', '.join(list(names.values())[-3:])
+            msg = (f'AGC exclusion pattern(s) {unmatched} matched no trainable parameter '
+                   f'(e.g. the last ones are: {sample}).')
+            if self.exclude_is_default:
+                warnings.warn(msg + ' Set clip_grad.exclude to the classifier weight of '
+                              'this model, or [] to clip everything.')
+            else:
+                raise ValueError(msg + ' Fix clip_grad.exclude.')
+
+    def __call__(self, model: nn.Module) -> OptimWrapper:
+        if hasattr(model, 'module'):
+            model = model.module
+        optimizer_cfg = copy.deepcopy(self.optimizer_cfg)
+        groups: List[dict] = []
+        self.add_params(groups, model)
+        self._mark_groups(groups, model)
+        optimizer_cfg['params'] = groups
+        optimizer = OPTIMIZERS.build(optimizer_cfg)
+        wrapper_cfg = copy.deepcopy(self.optim_wrapper_cfg)
+        return OPTIM_WRAPPERS.build(wrapper_cfg, default_args=dict(optimizer=optimizer))

@@ -1,0 +1,3 @@
+from .nfnet_cls_head import NFNetClsHead
+
+__all__ = ['NFNetClsHead']

@@ -1,0 +1,82 @@
+"""Gamma-scaled activations (paper Sec. 3, "variance preserving" nonlinearities).
+
+A scaled-WS conv outputs unit-variance activations at init.  Multiplying a
+nonlinearity by ``gamma = 1 / sqrt(Var[g(x)])``, ``x ~ N(0, 1)``, keeps the variance
+at 1 after it.  The constants are those of DeepMind's release.
+"""
+from typing import Optional
+
+import mmcv.cnn.bricks.activation  # noqa: F401  (registers torch activations first)
+import torch
+import torch.nn as nn
+
+from nfnets_mm.registry import MODELS
+
+#: gamma per activation module class name, DeepMind's constants.
+ACT_GAMMAS = {
+    'GELU': 1.7015043497085571,
+    'ReLU': 1.7139588594436646,
+    'SiLU': 1.7881293296813965,
+    'Swish': 1.7881293296813965,
+    'ELU': 1.2716004848480225,
+    'CELU': 1.270926833152771,
+    'LeakyReLU': 1.70590341091156,
+    'ReLU6': 1.7131484746932983,
+    'SELU': 1.0008515119552612,
+    'Sigmoid': 4.803835391998291,
+    'Tanh': 1.5939117670059204,
+    'Softplus': 1.9203323125839233,
+    'Softsign': 2.338853120803833,
+    'LogSigmoid': 1.9193484783172607,
+}
+
+# MMCV registers most torch activations in the root MODELS registry; add the ones
+# of the gamma table it leaves out so that ``act_cfg=dict(type=...)`` covers all.
+for _name in ('CELU', 'SELU', 'Softplus', 'Softsign', 'LogSigmoid', 'SiLU', 'GELU'):
+    if MODELS.get(_name) is None:
+        MODELS.register_module(name=_name, module=getattr(nn, _name))
+
+
+def build_activation(act_cfg: dict) -> nn.Module:
+    """Build an activation from a config such as ``dict(type='GELU')``."""
+    if not isinstance(act_cfg, dict) or 'type' not in act_cfg:
+        raise TypeError(f'act_cfg must be a dict with a "type" key, got {act_cfg!r}.')
+    cfg = dict(act_cfg)
+    act_type = cfg['type']
+    if isinstance(act_type, str) and MODELS.get(act_type) is None:
+        raise KeyError(f'Unknown activation type {act_type!r}; activations with a known '
+                       f'gamma are: {", ".join(sorted(ACT_GAMMAS))}.')
+    return MODELS.build(cfg)
+
+
+@MODELS.register_module()
+class GammaAct(nn.Module):
+    """``gamma * act(x)`` with the variance-preserving gamma of ``act``.
+
+    Args:
+        act_cfg (dict): The activation, e.g. ``dict(type='GELU')`` (exact) or
+            ``dict(type='GELU', approximate='tanh')`` (DeepMind's GELU), ``dict(type='ReLU')``.
+        gamma (float, optional): Override the gain; required for an activation that is
+            not in :data:`ACT_GAMMAS`.  ``1.0`` gives the plain activation.
+
+    Shapes:
+        - input: any; output: same as input.
+    """
+
+    def __init__(self, act_cfg: dict = dict(type='GELU'), gamma: Optional[float] = None) -> None:
+        super().__init__()
+        self.act = build_activation(act_cfg)
+        if gamma is None:
+            name = type(self.act).__name__
+            if name not in ACT_GAMMAS:
+                raise KeyError(f'No known gamma for activation {name!r}; pass gamma=... '
+                               f'explicitly or use one of: {", ".join(sorted(ACT_GAMMAS))}.')
+            gamma = ACT_GAMMAS[name]
+        self.gamma = float(gamma)
+
+    def extra_repr(self) -> str:
+        return f'gamma={self.gamma}'
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(x)
+        return out if self.gamma == 1.0 else out * self.gamma

@@ -1,0 +1,156 @@
+"""Scaled Weight Standardized convolution (paper Eq. 1)."""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nfnets_mm.registry import MODELS
+from .padding import (check_padding_mode, needs_dynamic_same_padding, pad_same,
+                      symmetric_padding)
+
+WS_EPS_MODES = ('max', 'add')
+
+
+@MODELS.register_module()
+class ScaledStdConv2d(nn.Conv2d):
+    r"""Conv2d whose weight is Scaled Weight Standardized before every use.
+
+    Paper Eq. (1):
+
+    .. math::
+        \hat W_{ij} = \frac{W_{ij} - \mu_i}{\sigma_i \sqrt{N}} \cdot g_i
+
+    where :math:`\mu_i, \sigma_i^2` are the mean and (biased) variance of output
+    unit :math:`i` over its fan-in :math:`N = C_{in} / groups \cdot k_h \cdot k_w`,
+    and :math:`g_i` is a learnable per-output-channel gain (init 1).  Every such conv
+    carries a bias (init 0).
+
+    Two numerically different stabilisers are available:
+
+    * ``eps_mode='max'`` (default, DeepMind's release):
+      ``scale = rsqrt(max(var * fan_in, eps)) * gain`` with ``eps=1e-4``.
+    * ``eps_mode='add'`` (timm's port): ``scale = rsqrt((var + eps) * fan_in) * gain``
+      with ``eps=1e-5``.
+
+    The standardized weight is computed once per forward.  In eval mode with no
+    gradient required it is cached and reused until the raw weight or gain changes
+    (tracked through their in-place version counters and storage), so repeated
+    inference pays for standardization once.
+
+    :meth:`switch_to_deploy` folds the standardization into a plain conv weight for
+    inference and export.
+
+    Args:
+        in_channels (int): Input channels :math:`C_{in}`.
+        out_channels (int): Output channels :math:`C_{out}`.
+        kernel_size (int): Square kernel size.
+        stride (int): Stride. Defaults to 1.
+        dilation (int): Dilation. Defaults to 1.
+        groups (int): Groups. Defaults to 1.
+        bias (bool): Whether to add a bias. Defaults to True.
+        padding (str): ``'symmetric'`` or ``'same'`` (TF "SAME"). Defaults to
+            ``'symmetric'``.
+        eps (float): Variance stabiliser, see above. Defaults to 1e-4.
+        eps_mode (str): ``'max'`` or ``'add'``. Defaults to ``'max'``.
+
+    Shapes:
+        - input: :math:`(N, C_{in}, H, W)`
+        - output: :math:`(N, C_{out}, H', W')`, with :math:`H' = \lceil H / s \rceil`
+          for ``'same'`` padding.
+        - ``weight``: :math:`(C_{out}, C_{in} / groups, k, k)`; ``gain``: :math:`(C_{out},)`;
+          ``bias``: :math:`(C_{out},)`.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size: int,
+                 stride: int = 1,
+                 dilation: int = 1,
+                 groups: int = 1,
+                 bias: bool = True,
+                 padding: str = 'symmetric',
+                 eps: float = 1e-4,
+                 eps_mode: str = 'max') -> None:
+        self.padding_mode_name = check_padding_mode(padding)
+        if eps_mode not in WS_EPS_MODES:
+            raise ValueError(f'Unknown eps_mode {eps_mode!r}; valid choices are '
+                             f'{", ".join(repr(m) for m in WS_EPS_MODES)}.')
+        self.dynamic_same = (padding == 'same'
+                             and needs_dynamic_same_padding(kernel_size, stride, dilation))
+        static_pad = 0 if self.dynamic_same else symmetric_padding(kernel_size, dilation)
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
+                         padding=static_pad, dilation=dilation, groups=groups, bias=bias)
+        self.gain = nn.Parameter(torch.ones(out_channels))
+        self.eps = eps
+        self.eps_mode = eps_mode
+        self.fan_in = self.weight[0].numel()
+        self.deploy = False
+        self._cache_key: Optional[Tuple] = None
+        self._cached_weight: Optional[torch.Tensor] = None
+
+    def reset_parameters(self) -> None:
+        """Fan-in variance-scaling init for the weight, zero bias, unit gain."""
+        nn.init.kaiming_normal_(self.weight, mode='fan_in', nonlinearity='linear')
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        if hasattr(self, 'gain'):
+            nn.init.ones_(self.gain)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        s += f', padding_mode_name={self.padding_mode_name!r}'
+        if not self.deploy:
+            s += f', eps={self.eps}, eps_mode={self.eps_mode!r}'
+        return s + (', deploy=True' if self.deploy else '')
+
+    def standardized_weight(self) -> torch.Tensor:
+        """Return :math:`\\hat W` of Eq. (1), shape :math:`(C_{out}, C_{in}/g, k, k)`."""
+        weight = self.weight
+        flat = weight.reshape(weight.shape[0], -1)
+        var, mean = torch.var_mean(flat, dim=1, unbiased=False)
+        if self.eps_mode == 'max':
+            scale = torch.rsqrt(torch.clamp(var * self.fan_in, min=self.eps))
+        else:
+            scale = torch.rsqrt((var + self.eps) * self.fan_in)
+        scale = scale * self.gain
+        shift = mean * scale
+        return (flat * scale[:, None] - shift[:, None]).reshape_as(weight)
+
+    def _weight_for_forward(self) -> torch.Tensor:
+        needs_grad = torch.is_grad_enabled() and (self.weight.requires_grad
+                                                  or self.gain.requires_grad)
+        if self.training or needs_grad:
+            self._cache_key = self._cached_weight = None
+            return self.standardized_weight()
+        key = (self.weight._version, self.gain._version, self.weight.data_ptr(),
+               self.gain.data_ptr(), self.weight.dtype, self.weight.device)
+        if key != self._cache_key or self._cached_weight is None:
+            with torch.no_grad():
+                self._cached_weight = self.standardized_weight()
+            self._cache_key = key
+        return self._cached_weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dynamic_same:
+            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+        weight = self.weight if self.deploy else self._weight_for_forward()
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        """Fold standardization and gain into ``weight`` and drop ``gain``.
+
+        Afterwards the layer is a plain convolution with the same output; it can no
+        longer be trained as a WS conv.
+        """
+        if self.deploy:
+            return
+        folded = self.standardized_weight()
+        self.weight = nn.Parameter(folded, requires_grad=False)
+        del self.gain
+        self.register_parameter('gain', None)
+        self._cache_key = self._cached_weight = None
+        self.deploy = True

@@ -1,0 +1,27 @@
+"""Registries used by nfnets_mm.
+
+nfnets_mm registers its modules in MMEngine's *root* registries.  The MMPretrain and
+MMDetection registries are children of these roots, and a lookup without an explicit
+scope walks from the child up to its ancestors, so one registration makes the same
+``type='NFNet'`` (or ``type='AGCOptimWrapper'``) string build under
+``default_scope='mmpretrain'`` *and* ``default_scope='mmdet'`` without registering the
+class twice or importing either downstream package.
+
+Registries that exist only downstream (MMPretrain's batch augments) are imported from
+there by the modules that need them.
+"""
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
+
+#: Backbones, layers and heads (``NFNet``, ``NFResNet``, ``ScaledStdConv2d``, ...).
+MODELS = MMENGINE_MODELS
+#: ``AGCOptimWrapper`` / ``AmpAGCOptimWrapper``.
+OPTIM_WRAPPERS = MMENGINE_OPTIM_WRAPPERS
+#: ``AGCOptimWrapperConstructor``.
+OPTIM_WRAPPER_CONSTRUCTORS = MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
+#: Hooks.
+HOOKS = MMENGINE_HOOKS
+
+__all__ = ['MODELS', 'OPTIM_WRAPPERS', 'OPTIM_WRAPPER_CONSTRUCTORS', 'HOOKS']

@@ -1,0 +1,592 @@
+"""Tests of Adaptive Gradient Clipping (paper Sec. 4, Eq. 3) and its MMEngine wrappers.
+
+Every numerical check compares against :func:`eq3_clip`, a deliberately slow, unit-by-unit
+float64 transcription of Eq. 3 written here, independent of ``nfnets_mm``'s own
+``agc_reference``.
+"""
+import copy
+import math
+import warnings
+from typing import Dict, List, Tuple
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.logging import MessageHub
+from mmengine.optim import build_optim_wrapper
+
+import nfnets_mm  # noqa: F401  (registers the wrappers and the constructor)
+from nfnets_mm.engine.optim_wrappers import (AGCOptimWrapper, AmpAGCOptimWrapper,
+                                             adaptive_clip_grad_)
+from nfnets_mm.engine.optim_wrappers import agc_optim_wrapper as agc_wrapper_module
+
+# --------------------------------------------------------------------------------------
+# Independent reference
+# --------------------------------------------------------------------------------------
+
+
+def eq3_clip(param: torch.Tensor, grad: torch.Tensor, clipping: float, eps: float = 1e-3,
+             grad_eps: float = 1e-6) -> Tuple[torch.Tensor, List[float]]:
+    """Eq. 3 one unit at a time in float64.
+
+    Units: rows of dim 0 (conv ``(O, I, kh, kw)`` -> ``O`` units over ``I*kh*kw``, linear
+    ``(O, I)`` -> ``O`` rows), except that a tensor with at most one dimension larger than 1
+    is a single unit.
+
+    Returns:
+        tuple: the clipped gradient (``grad``'s shape and dtype) and the factor per unit.
+    """
+    w = param.detach().double()
+    g = grad.detach().double()
+    single = sum(1 for s in param.shape if s > 1) <= 1
+    w_units = w.reshape(1, -1) if single else w.reshape(w.shape[0], -1)
+    g_units = g.reshape(1, -1) if single else g.reshape(g.shape[0], -1)
+    out = g_units.clone()
+    factors = []
+    for i in range(w_units.shape[0]):
+        w_norm = max(math.sqrt(float((w_units[i] ** 2).sum())), eps)
+        g_norm = math.sqrt(float((g_units[i] ** 2).sum()))
+        factor = 1.0
+        if g_norm / w_norm > clipping:
+            factor = clipping * w_norm / max(g_norm, grad_eps)
+        out[i] = out[i] * factor
+        factors.append(factor)
+    return out.reshape(grad.shape).to(grad.dtype), factors
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    torch.testing.assert_close(actual, expected, rtol=2e-5, atol=1e-8)
+
+
+# --------------------------------------------------------------------------------------
+# adaptive_clip_grad_ on single tensors
+# --------------------------------------------------------------------------------------
+
+
+def _param(shape, scale=1.0, grad_scale=1.0, seed=0) -> nn.Parameter:
+    gen = torch.Generator().manual_seed(seed)
+    p = nn.Parameter(torch.randn(shape, generator=gen) * scale)
+    p.grad = torch.randn(shape, generator=gen) * grad_scale
+    return p
+
+
+def test_clip_matches_eq3_for_conv_linear_vector_scalar():
+    clipping = 0.05
+    params = [
+        _param((8, 4, 3, 3), seed=1),   # conv: 8 units of 36
+        _param((6, 5), seed=2),         # linear: 6 rows
+        _param((7, ), seed=3),          # bias / gain: one unit
+        _param((), seed=4),             # scalar skip gain: one unit
+        _param((5, 1), seed=5),         # (O, 1): one non-singleton dim -> one unit
+    ]
+    # Mix clipped and unclipped units: scale the gradient of every other unit so that its
+    # ratio ||G_i|| / ||W_i|| is far below ``clipping`` (the others are ~1 >> clipping).
+    params[0].grad[::2] *= 1e-4
+    params[1].grad[1::2] *= 1e-4
+    params[3].grad *= 1e-4
+    expected, n_clipped, n_units, factors = [], 0, 0, []
+    for p in params:
+        ref, f = eq3_clip(p, p.grad, clipping)
+        expected.append(ref)
+        factors += f
+        n_clipped += sum(x < 1 for x in f)
+        n_units += len(f)
+    assert 0 < n_clipped < n_units  # the case is not trivial
+    stats = adaptive_clip_grad_(params, clipping=clipping)
+    for p, ref in zip(params, expected):
+        assert p.grad.shape == ref.shape
+        assert_close(p.grad, ref)
+    assert stats.total_units == n_units == 8 + 6 + 1 + 1 + 1
+    assert int(stats.clipped_units) == n_clipped
+    assert float(stats.mean_factor) == pytest.approx(sum(factors) / len(factors), rel=1e-5)
+    assert float(stats.clip_fraction) == pytest.approx(n_clipped / n_units)
+
+
+@pytest.mark.parametrize('shape', [(4, 3, 3, 3), (5, 6), (9, ), ()])
+def test_threshold_below_left_above_clipped(shape):
+    """A unit just below ``clipping`` is left bit-identical; just above is clipped."""
+    clipping = 0.01
+    for rel, should_clip in ((1 - 1e-3, False), (1 + 1e-3, True)):
+        p = _param(shape, seed=7)
+        single = sum(1 for s in shape if s > 1) <= 1
+        w = p.detach().reshape(1, -1) if single else p.detach().reshape(shape[0] if shape else 1, -1)
+        direction = torch.randn(w.shape, generator=torch.Generator().manual_seed(8))
+        direction /= direction.norm(dim=1, keepdim=True)
+        grad_units = direction * (w.norm(dim=1, keepdim=True) * clipping * rel)
+        p.grad = grad_units.reshape(shape).clone()
+        before = p.grad.clone()
+        stats = adaptive_clip_grad_([p], clipping=clipping)
+        if should_clip:
+            assert int(stats.clipped_units) == stats.total_units
+            norms = p.grad.reshape(w.shape).norm(dim=1)
+            assert_close(norms, w.norm(dim=1) * clipping)
+            assert_close(p.grad, eq3_clip(p, before, clipping)[0])
+            assert not torch.equal(p.grad, before)
+        else:
+            assert int(stats.clipped_units) == 0
+            assert torch.equal(p.grad, before)
+
+
+@pytest.mark.parametrize('shape', [(), (6, )])
+def test_zero_initialised_param_still_moves(shape):
+    """Skip gains and biases start at 0: the eps floor lets them receive an update."""
+    clipping, eps, lr = 0.01, 1e-3, 1.0
+    p = nn.Parameter(torch.zeros(shape))
+    p.grad = torch.full(shape, 3.0)
+    if shape:
+        p.grad[0] = -4.0
+    raw = p.grad.clone()
+    adaptive_clip_grad_([p], clipping=clipping, eps=eps)
+    # ||W|| = 0 -> max(||W||, eps) = eps: the clipped grad has norm clipping * eps.
+    assert p.grad.norm().item() == pytest.approx(clipping * eps, rel=1e-5)
+    assert_close(p.grad, eq3_clip(p, raw, clipping, eps)[0])
+    torch.optim.SGD([p], lr=lr).step()
+    assert torch.all(p.detach() != 0)
+    assert_close(p.detach(), -lr * raw * clipping * eps / raw.norm())
+
+
+def test_o111_gain_is_one_unit():
+    """A gain stored as ``(O, 1, 1, 1)`` is one unit (DeepMind), not O element units."""
+    clipping = 0.1
+    p = nn.Parameter(torch.tensor([1.0, 2.0, 0.5, 4.0]).reshape(4, 1, 1, 1))
+    # element ratios 0.01, 0.5, 4.0, 0.05: elementwise clipping would touch 2 elements and
+    # leave 2; as a single unit the whole tensor is scaled by one factor.
+    p.grad = torch.tensor([0.01, 1.0, 2.0, 0.2]).reshape(4, 1, 1, 1)
+    raw = p.grad.clone()
+    stats = adaptive_clip_grad_([p], clipping=clipping)
+    assert stats.total_units == 1 and int(stats.clipped_units) == 1
+    expected = raw * (clipping * torch.tensor([1.0, 2.0, 0.5, 4.0]).norm() / raw.norm())
+    assert_close(p.grad, expected)
+    assert_close(p.grad, eq3_clip(p, raw, clipping)[0])
+    ratio = p.grad / raw
+    assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio))  # one common factor
+
+
+def test_params_without_grad_are_ignored():
+    a = _param((4, 3), seed=11)
+    b = nn.Parameter(torch.randn(5))  # grad None
+    c = _param((3, ), seed=12)
+    ref_a = eq3_clip(a, a.grad, 0.01)[0]
+    ref_c = eq3_clip(c, c.grad, 0.01)[0]
+    stats = adaptive_clip_grad_([a, b, c], clipping=0.01)
+    assert b.grad is None
+    assert stats.total_units == 4 + 1
+    assert_close(a.grad, ref_a)
+    assert_close(c.grad, ref_c)
+    empty = adaptive_clip_grad_([nn.Parameter(torch.ones(2))])
+    assert empty.total_units == 0 and int(empty.clipped_units) == 0
+
+
+def test_invalid_clipping_rejected():
+    with pytest.raises(ValueError, match='clipping'):
+        adaptive_clip_grad_([_param((3, ))], clipping=0.)
+
+
+# --------------------------------------------------------------------------------------
+# Optimizer wrappers
+# --------------------------------------------------------------------------------------
+
+
+class GainConv(nn.Module):
+    """3x3 conv with bias and a per-output-channel gain ``(O,)`` (like a WS conv)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3) / math.sqrt(cin * 9))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.gain = nn.Parameter(torch.ones(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, cin, H, W) -> (N, cout, H, W)."""
+        return F.conv2d(x, self.weight * self.gain.view(-1, 1, 1, 1), self.bias, padding=1)
+
+
+class Block(nn.Module):
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = GainConv(channels, channels)
+        self.skip_gain = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.skip_gain * F.relu(self.conv(x))
+
+
+class Head(nn.Module):
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(channels, num_classes)
+
+
+class TinyNF(nn.Module):
+    """stem conv -> residual block with skip gain -> mean pool -> ``head.fc``."""
+
+    def __init__(self, channels: int = 8, num_classes: int = 5, with_head: bool = True) -> None:
+        super().__init__()
+        self.stem = GainConv(3, channels)
+        self.block = Block(channels)
+        if with_head:
+            self.head = Head(channels, num_classes)
+        else:
+            self.classifier = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> logits (N, num_classes)."""
+        x = self.block(F.relu(self.stem(x)))
+        fc = self.head.fc if hasattr(self, 'head') else self.classifier
+        return fc(x.mean((2, 3)))
+
+
+NO_DECAY = ('stem.bias', 'stem.gain', 'block.conv.bias', 'block.conv.gain', 'block.skip_gain',
+            'head.fc.bias')
+
+
+def make_model(seed: int = 0, **kwargs) -> TinyNF:
+    torch.manual_seed(seed)
+    model = TinyNF(**kwargs)
+    # A non-zero skip gain lets the block's conv receive gradient.
+    with torch.no_grad():
+        model.block.skip_gain.fill_(0.5)
+    return model
+
+
+def make_batch(seed: int, n: int = 4) -> Tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 6, 6, generator=gen), torch.randint(0, 5, (n, ), generator=gen)
+
+
+def loss_fn(model: nn.Module, batch) -> torch.Tensor:
+    x, y = batch
+    return F.cross_entropy(model(x), y) * 10.0  # large enough that most units clip
+
+
+def agc_cfg(clipping: float = 0.01, lr: float = 0.1, weight_decay: float = 2e-5,
+            wrapper: str = 'AGCOptimWrapper', **clip_kwargs) -> dict:
+    return dict(
+        type=wrapper,
+        constructor='AGCOptimWrapperConstructor',
+        optimizer=dict(type='SGD', lr=lr, momentum=0.9, nesterov=True,
+                       weight_decay=weight_decay),
+        clip_grad=dict(type='agc', clipping=clipping, **clip_kwargs))
+
+
+class ReferenceTrainer:
+    """Eq. 3 by hand + a plain ``torch.optim.SGD``, on a copy of the model."""
+
+    def __init__(self, model: nn.Module, clipping: float, lr: float, weight_decay: float,
+                 excluded=('head.fc.weight', ), no_decay=NO_DECAY) -> None:
+        self.model = copy.deepcopy(model)
+        self.clipping = clipping
+        self.excluded = set(excluded)
+        named = dict(self.model.named_parameters())
+        decay = [p for n, p in named.items() if n not in no_decay]
+        plain = [p for n, p in named.items() if n in no_decay]
+        self.optimizer = torch.optim.SGD(
+            [dict(params=decay, weight_decay=weight_decay),
+             dict(params=plain, weight_decay=0.)], lr=lr, momentum=0.9, nesterov=True)
+        self.factors: List[float] = []
+
+    def accumulate(self, batches, divide: int = 1) -> None:
+        self.model.zero_grad()
+        for batch in batches:
+            (loss_fn(self.model, batch) / divide).backward()
+
+    def raw_grads(self) -> Dict[str, torch.Tensor]:
+        return {n: p.grad.clone() for n, p in self.model.named_parameters()}
+
+    def clip_and_step(self) -> None:
+        self.factors = []
+        for name, p in self.model.named_parameters():
+            if name in self.excluded:
+                continue
+            p.grad, f = eq3_clip(p, p.grad, self.clipping)
+            self.factors += f
+        self.optimizer.step()
+
+
+def assert_same_params(model: nn.Module, ref: nn.Module) -> None:
+    for (name, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_wrapper_groups_weight_decay_and_exclusion_flags():
+    model = make_model()
+    wrapper = build_optim_wrapper(model, agc_cfg())
+    assert isinstance(wrapper, AGCOptimWrapper)
+    names = {id(p): n for n, p in model.named_parameters()}
+    seen = {}
+    for group in wrapper.optimizer.param_groups:
+        for p in group['params']:
+            seen[names[id(p)]] = (group['weight_decay'], group['agc'])
+    assert set(seen) == set(names.values())
+    for name, (wd, agc) in seen.items():
+        assert wd == (0. if name in NO_DECAY else 2e-5), name
+        assert agc is (name != 'head.fc.weight'), name
+    assert seen['stem.weight'][0] == seen['block.conv.weight'][0] == 2e-5
+
+
+def test_wrapper_step_equals_reference_and_excluded_untouched():
+    """Clip raw grads (before weight decay + Nesterov momentum); head.fc.weight unclipped.
+
+    A large weight decay makes the order observable: clipping ``g + wd * w`` instead of
+    ``g`` would not match the reference.
+    """
+    clipping, lr, wd = 0.02, 0.05, 0.5
+    model = make_model()
+    ref = ReferenceTrainer(model, clipping, lr, wd)
+    wrapper = build_optim_wrapper(model, agc_cfg(clipping, lr, wd))
+    fc_before = model.head.fc.weight.detach().clone()
+    for step in range(3):
+        batch = make_batch(step)
+        ref.accumulate([batch])
+        raw_fc = ref.model.head.fc.weight.grad.clone()
+        ref.clip_and_step()
+        assert any(f < 1 for f in ref.factors)
+        wrapper.update_params(loss_fn(model, batch))
+        assert_same_params(model, ref.model)
+        if step == 0:
+            # Excluded classifier: SGD with momentum on the *raw* gradient, first step.
+            d_p = raw_fc + wd * fc_before
+            expected = fc_before - lr * (d_p + 0.9 * d_p)
+            assert_close(model.head.fc.weight.detach(), expected)
+            # The raw gradient of head.fc.weight would have been clipped were it included.
+            assert eq3_clip(fc_before, raw_fc, clipping)[1][0] < 1
+    # Clipping after weight decay gives a different answer (the test can tell).
+    p = ref.model.stem.weight
+    g = torch.randn_like(p)
+    assert not torch.allclose(eq3_clip(p, g, clipping)[0] + wd * p.detach(),
+                              eq3_clip(p, g + wd * p.detach(), clipping)[0])
+
+
+def test_message_hub_scalars():
+    clipping = 0.5  # some units clipped, some not
+    model = make_model()
+    ref = ReferenceTrainer(model, clipping, 0.1, 2e-5)
+    wrapper = build_optim_wrapper(model, agc_cfg(clipping))
+    fractions = []
+    for step in range(2):
+        batch = make_batch(10 + step)
+        ref.accumulate([batch])
+        ref.clip_and_step()
+        wrapper.update_params(loss_fn(model, batch))
+        hub = wrapper.message_hub
+        fraction = float(hub.get_scalar('train/agc_clip_fraction').current())
+        mean_factor = float(hub.get_scalar('train/agc_mean_factor').current())
+        factors = ref.factors
+        assert len(factors) == 1 + 8 + 1 + 1 + 8 + 1 + 1 + 1  # head.fc.weight excluded
+        assert fraction == pytest.approx(sum(f < 1 for f in factors) / len(factors))
+        fractions.append(fraction)
+        assert mean_factor == pytest.approx(sum(factors) / len(factors), rel=1e-4)
+        assert hub is MessageHub.get_current_instance()
+    assert any(0 < f < 1 for f in fractions)  # a non-trivial mix was checked
+
+
+def test_log_stats_false_logs_nothing():
+    hub = MessageHub.get_instance('test_agc_no_stats')
+    model = make_model()
+    wrapper = build_optim_wrapper(model, agc_cfg(log_stats=False))
+    wrapper.message_hub = hub
+    wrapper.update_params(loss_fn(model, make_batch(0)))
+    assert 'train/agc_clip_fraction' not in hub.log_scalars
+
+
+def test_accumulation_clips_once_on_summed_grads(monkeypatch):
+    clipping, lr, wd, counts = 0.02, 0.05, 2e-5, 2
+    model = make_model()
+    ref = ReferenceTrainer(model, clipping, lr, wd)
+    calls = []
+    real_clip = agc_wrapper_module.adaptive_clip_grad_
+
+    def spy(params, **kwargs):
+        calls.append({id(p): p.grad.clone() for p in params})
+        return real_clip(params, **kwargs)
+
+    monkeypatch.setattr(agc_wrapper_module, 'adaptive_clip_grad_', spy)
+    cfg = agc_cfg(clipping, lr, wd)
+    cfg['accumulative_counts'] = counts
+    wrapper = build_optim_wrapper(model, cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for update in range(2):
+        batches = [make_batch(20 + 2 * update + k) for k in range(counts)]
+        for k, batch in enumerate(batches):
+            wrapper.update_params(loss_fn(model, batch))
+            assert len(calls) == update + (k + 1) // counts  # only at the last micro-batch
+        ref.accumulate(batches, divide=counts)
+        expected = ref.raw_grads()
+        seen = calls[-1]
+        assert {names[i] for i in seen} == set(expected) - {'head.fc.weight'}
+        for pid, grad in seen.items():
+            assert_close(grad, expected[names[pid]])
+        ref.clip_and_step()
+        assert_same_params(model, ref.model)
+    assert len(calls) == 2
+
+
+def test_custom_keys_exclusion_path():
+    """``paramwise_cfg.custom_keys={'head.fc.weight': dict(agc=False)}`` without exclude."""
+    clipping = 0.02
+    for constructor, clip_extra in (('DefaultOptimWrapperConstructor', {}),
+                                    ('AGCOptimWrapperConstructor', dict(exclude=[]))):
+        model = make_model()
+        ref = ReferenceTrainer(model, clipping, 0.05, 2e-5, no_decay=())
+        cfg = agc_cfg(clipping, 0.05, 2e-5, **clip_extra)
+        cfg['constructor'] = constructor
+        cfg['paramwise_cfg'] = dict(custom_keys={'head.fc.weight': dict(agc=False)})
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', UserWarning)  # nothing to warn about here
+            wrapper = build_optim_wrapper(model, cfg)
+        flags = {n: g.get('agc', True) for g in wrapper.optimizer.param_groups
+                 for n, p in model.named_parameters() if p is g['params'][0]}
+        assert flags['head.fc.weight'] is False
+        assert all(v for n, v in flags.items() if n != 'head.fc.weight')
+        batch = make_batch(3)
+        ref.accumulate([batch])
+        ref.clip_and_step()
+        wrapper.update_params(loss_fn(model, batch))
+        assert_same_params(model, ref.model)
+
+
+def test_user_pattern_matching_nothing_is_an_error():
+    with pytest.raises(ValueError, match='head.classifier.weight'):
+        build_optim_wrapper(make_model(), agc_cfg(exclude=['head.classifier.weight']))
+
+
+def test_fnmatch_patterns_exclude_several():
+    model = make_model()
+    wrapper = build_optim_wrapper(model, agc_cfg(exclude=['head.fc.*', '*.skip_gain']))
+    excluded = {n for g in wrapper.optimizer.param_groups if g['agc'] is False
+                for n, p in model.named_parameters() if p is g['params'][0]}
+    assert excluded == {'head.fc.weight', 'head.fc.bias', 'block.skip_gain'}
+    assert {id(p) for p in wrapper.agc_params()}.isdisjoint(
+        {id(p) for n, p in model.named_parameters() if n in excluded})
+
+
+def test_default_pattern_matching_nothing_warns():
+    model = make_model(with_head=False)  # classifier is called "classifier"
+    with pytest.warns(UserWarning, match='matched no trainable parameter'):
+        wrapper = build_optim_wrapper(model, agc_cfg())
+    assert all(g['agc'] for g in wrapper.optimizer.param_groups)
+
+
+def test_no_exclusion_info_is_an_error():
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match='need parameter names'):
+        AGCOptimWrapper(optimizer=optimizer, clip_grad=dict(type='agc', clipping=0.01))
+    # Built through MMEngine's default constructor without custom_keys: same error.
+    cfg = agc_cfg()
+    del cfg['constructor']
+    with pytest.raises(ValueError, match='need parameter names'):
+        build_optim_wrapper(model, cfg)
+
+
+def test_exclude_empty_warns_and_clips_everything():
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.warns(UserWarning, match='clips every parameter'):
+        wrapper = AGCOptimWrapper(optimizer=optimizer,
+                                  clip_grad=dict(type='agc', clipping=0.01, exclude=[]))
+    assert len(wrapper.agc_params()) == len(list(model.parameters()))
+    loss_fn(model, make_batch(0)).backward()
+    raw = model.head.fc.weight.grad.clone()
+    wrapper._clip_grad()
+    ref, factors = eq3_clip(model.head.fc.weight, raw, 0.01)
+    assert min(factors) < 1
+    assert_close(model.head.fc.weight.grad, ref)
+    with pytest.warns(UserWarning, match='clips every parameter'):
+        build_optim_wrapper(make_model(), agc_cfg(exclude=[]))
+
+
+def test_bad_clip_grad_config():
+    model = make_model()
+    with pytest.raises(ValueError, match='"agc"'):
+        build_optim_wrapper(model, agc_cfg() | dict(clip_grad=dict(type='norm', max_norm=1.)))
+    with pytest.raises(KeyError, match='clip_factor'):
+        build_optim_wrapper(model, agc_cfg(clip_factor=0.01))
+    with pytest.raises(ValueError, match='clipping'):
+        build_optim_wrapper(model, agc_cfg(clipping=-1.))
+
+
+# --------------------------------------------------------------------------------------
+# AMP (CPU GradScaler standing in for the CUDA one)
+# --------------------------------------------------------------------------------------
+
+
+def build_amp_wrapper(model: nn.Module, monkeypatch, clipping: float, lr: float,
+                      wd: float) -> AmpAGCOptimWrapper:
+    from mmengine.optim.optimizer import amp_optimizer_wrapper
+    monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available', lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # torch.cuda.amp.GradScaler without CUDA
+        wrapper = build_optim_wrapper(model, agc_cfg(clipping, lr, wd, 'AmpAGCOptimWrapper'))
+    assert isinstance(wrapper, AmpAGCOptimWrapper)
+    wrapper.loss_scaler = torch.amp.GradScaler('cpu', init_scale=2.**16)
+    return wrapper
+
+
+def test_amp_clips_unscaled_grads_like_fp32(monkeypatch):
+    clipping, lr, wd = 0.02, 0.05, 2e-5
+    fp32_model, amp_model = make_model(), make_model()
+    fp32 = build_optim_wrapper(fp32_model, agc_cfg(clipping, lr, wd))
+    amp = build_amp_wrapper(amp_model, monkeypatch, clipping, lr, wd)
+    for step in range(2):
+        batch = make_batch(30 + step)
+        fp32.update_params(loss_fn(fp32_model, batch))
+        fp32_fraction = float(fp32.message_hub.get_scalar('train/agc_clip_fraction').current())
+        amp.update_params(loss_fn(amp_model, batch))
+        amp_fraction = float(amp.message_hub.get_scalar('train/agc_clip_fraction').current())
+        assert amp_fraction == fp32_fraction > 0
+        assert_same_params(amp_model, fp32_model)
+    assert amp.loss_scaler.get_scale() == 2.**16  # no overflow, nothing skipped
+
+
+def test_amp_inf_grad_step_is_skipped(monkeypatch):
+    model = make_model()
+    wrapper = build_amp_wrapper(model, monkeypatch, 0.01, 0.1, 2e-5)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    wrapper.backward(loss_fn(model, make_batch(0)))
+    with torch.no_grad():
+        model.stem.weight.grad[0, 0, 0, 0] = float('inf')
+    wrapper.step()
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p).all(), name
+        assert torch.equal(p.detach(), before[name]), name
+    assert wrapper.loss_scaler.get_scale() == 2.**15  # backed off
+    # The next, finite step goes through.
+    wrapper.zero_grad()
+    wrapper.update_params(loss_fn(model, make_batch(1)))
+    assert not torch.equal(model.stem.weight.detach(), before['stem.weight'])
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------
+# Stability (fast version of tools/experiments/agc_divergence.py)
+# --------------------------------------------------------------------------------------
+
+
+def _load_divergence_experiment():
+    import importlib.util
+    import os.path as osp
+    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools', 'experiments',
+                    'agc_divergence.py')
+    spec = importlib.util.spec_from_file_location('agc_divergence', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_agc_prevents_divergence_at_large_lr():
+    """Same seed, data and lr (16x the paper's batch-scaled lr): plain SGD blows up, AGC
+    trains."""
+    experiment = _load_divergence_experiment()
+    kwargs = dict(lr=0.2, steps=12, seed=0)
+    plain = experiment.train(False, **kwargs)
+    clipped = experiment.train(True, **kwargs)
+    assert plain.losses[0] == pytest.approx(clipped.losses[0])  # same start
+    assert plain.first_bad_step is not None  # non-finite or > 1e3 x the first loss
+    assert clipped.first_bad_step is None and clipped.finite
+    assert len(clipped.losses) == 12
+    assert max(clipped.losses) <= 1.5 * clipped.losses[0]
+    assert clipped.losses[-1] < 0.5 * clipped.losses[0]

@@ -1,0 +1,240 @@
+"""Checkpoint save / resume / load under weights-only loading (torch >= 2.6).
+
+A tiny NFNet ``ImageClassifier`` trained with ``AGCOptimWrapper`` by an MMEngine
+``Runner`` must resume exactly, load with ``load_from``, and malicious checkpoints
+must be refused before any of their code runs.
+"""
+import copy
+import os
+import os.path as osp
+import pickle
+import uuid
+
+import numpy as np
+import pytest
+import torch
+from mmengine.hooks import Hook
+from mmengine.logging import HistoryBuffer
+from mmengine.runner import CheckpointLoader, Runner, load_checkpoint
+
+import nfnets_mm  # noqa: F401  (registers NFNet, AGC wrappers, safe loader)
+from nfnets_mm.utils.demo_data import make_classification_demo
+from nfnets_mm.utils.safe_checkpoint import (UnsafeCheckpointError, load_from_local_safe,
+                                             safe_load)
+
+TINY_ARCH = dict(depths=(1, 1, 1, 1), widths=(32, 64, 128, 128), group_width=16,
+                 stem_channels=(8, 8, 16, 16))
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('ckpt_data')
+    make_classification_demo(str(root), seed=0, num_train_per_class=2, num_val_per_class=1,
+                             image_size=32)
+    return str(root / 'cls')
+
+
+def _cfg(data_root, work_dir, max_iters):
+    from nfnets_mm.models.backbones import NFNet
+    in_channels = NFNet(arch=TINY_ARCH).out_channels[-1]
+    return dict(
+        model=dict(
+            type='ImageClassifier',
+            data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=6,
+                                   mean=[127.5] * 3, std=[127.5] * 3, to_rgb=True),
+            backbone=dict(type='NFNet', arch=TINY_ARCH, drop_path_rate=0.),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='NFNetClsHead', num_classes=6, in_channels=in_channels,
+                      loss=dict(type='CrossEntropyLoss'))),
+        work_dir=work_dir,
+        train_dataloader=dict(
+            batch_size=4,
+            num_workers=0,
+            sampler=dict(type='InfiniteSampler', shuffle=True, seed=0),
+            dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='train',
+                         pipeline=[dict(type='LoadImageFromFile'),
+                                   dict(type='PackInputs')])),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        optim_wrapper=dict(
+            type='AGCOptimWrapper',
+            constructor='AGCOptimWrapperConstructor',
+            optimizer=dict(type='SGD', lr=0.05, momentum=0.9, nesterov=True,
+                           weight_decay=2e-5),
+            clip_grad=dict(type='agc', clipping=0.01, eps=1e-3,
+                           exclude=['head.fc.weight'])),
+        param_scheduler=dict(type='LinearLR', start_factor=0.25, by_epoch=False, begin=0,
+                             end=4),
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
+            logger=dict(type='LoggerHook', interval=1)),
+        default_scope='mmpretrain',
+        randomness=dict(seed=0),
+        # unique, so runners built within one second do not share a MessageHub
+        experiment_name=f'{osp.basename(work_dir)}_{uuid.uuid4().hex[:8]}',
+        log_level='WARNING')
+
+
+def _assert_same(a, b, where='checkpoint'):
+    """Recursively compare tensors / dicts / lists / scalars for exact equality."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a.cpu(), b.cpu()), where
+    elif isinstance(a, dict):
+        assert set(a) == set(b), f'{where}: keys {sorted(a)} != {sorted(b)}'
+        for k in a:
+            _assert_same(a[k], b[k], f'{where}.{k}')
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f'{where}[{i}]')
+    else:
+        assert a == b, f'{where}: {a!r} != {b!r}'
+
+
+class _Snapshot(Hook):
+    """Records the state the loop starts from and the first iteration it runs."""
+
+    def before_train(self, runner):
+        self.iter = runner.iter
+        self.model = copy.deepcopy(runner.model.state_dict())
+        self.optim = copy.deepcopy(runner.optim_wrapper.state_dict())
+        self.lr = runner.optim_wrapper.get_lr()['lr'][0]
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if not hasattr(self, 'first_iter'):
+            self.first_iter = batch_idx
+
+
+@pytest.fixture(scope='module')
+def trained(data_root, tmp_path_factory):
+    """2 AGC iterations, checkpointed at iter 2; plus an uninterrupted 3-iter run."""
+    work = tmp_path_factory.mktemp('runs')
+    from mmengine.config import Config
+    runner = Runner.from_cfg(Config(_cfg(data_root, str(work / 'run2'), 2)))
+    runner.train()
+    ckpt_path = osp.join(str(work / 'run2'), 'iter_2.pth')
+    straight = Runner.from_cfg(Config(_cfg(data_root, str(work / 'run3'), 3)))
+    straight.train()
+    return dict(runner=runner, ckpt=ckpt_path, straight=straight, work=work)
+
+
+def test_loader_is_registered():
+    assert CheckpointLoader._get_checkpoint_loader('/some/local/file.pth') is \
+        load_from_local_safe
+
+
+def test_checkpoint_needs_allowlist_and_it_stays_scoped(trained):
+    before = list(torch.serialization.get_safe_globals())
+    # plain weights-only torch.load refuses MMEngine checkpoints (why this module exists)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(trained['ckpt'], weights_only=True)
+    ckpt = safe_load(trained['ckpt'], map_location='cpu')
+    assert ckpt['meta']['iter'] == 2
+    assert isinstance(ckpt['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
+    # nothing was allowlisted globally
+    assert list(torch.serialization.get_safe_globals()) == before
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(trained['ckpt'], weights_only=True)
+
+
+def test_checkpoint_matches_trained_state(trained):
+    runner = trained['runner']
+    ckpt = safe_load(trained['ckpt'])
+    _assert_same(runner.model.state_dict(), ckpt['state_dict'], 'state_dict')
+    _assert_same(runner.optim_wrapper.state_dict(), ckpt['optimizer'], 'optimizer')
+    # the optimizer really has momentum state and AGC group flags to restore
+    assert ckpt['optimizer']['state'] and any(
+        g.get('agc') is False for g in ckpt['optimizer']['param_groups'])
+
+
+def test_resume_continues_from_iter_2(trained, data_root, tmp_path):
+    ckpt = safe_load(trained['ckpt'])
+    snap = _Snapshot()
+    cfg = _cfg(data_root, str(tmp_path / 'resumed'), 3)
+    runner = Runner(**cfg, resume=True, load_from=trained['ckpt'], custom_hooks=[snap])
+    runner.train()
+    assert snap.iter == 2 and snap.first_iter == 2 and runner.iter == 3
+    _assert_same(snap.model, ckpt['state_dict'], 'resumed state_dict')
+    _assert_same(snap.optim, ckpt['optimizer'], 'resumed optimizer')
+    assert snap.lr == ckpt['optimizer']['param_groups'][0]['lr']
+    # 2 iterations + resume + 1 iteration == 3 uninterrupted iterations, bit for bit
+    _assert_same(runner.model.state_dict(), trained['straight'].model.state_dict(),
+                 'resumed vs straight')
+    _assert_same(runner.optim_wrapper.state_dict(),
+                 trained['straight'].optim_wrapper.state_dict(), 'optimizer after resume')
+
+
+def test_load_from_alone(trained, data_root, tmp_path):
+    ckpt = safe_load(trained['ckpt'])
+    runner = Runner(**_cfg(data_root, str(tmp_path / 'loaded'), 1),
+                    load_from=trained['ckpt'])
+    runner.load_or_resume()
+    assert runner.iter == 0
+    _assert_same(runner.model.state_dict(), ckpt['state_dict'], 'loaded state_dict')
+    # weights only: the optimizer starts fresh
+    runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    assert not runner.optim_wrapper.state_dict()['state']
+
+
+class _ShellPayload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}', ))
+
+
+class _ExecPayload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f'open({self.marker!r}, "w").close()', ))
+
+
+@pytest.mark.parametrize('payload', [_ShellPayload, _ExecPayload])
+def test_malicious_checkpoint_is_refused(trained, data_root, tmp_path, payload):
+    # the payload is live: plain unpickling runs it
+    probe = tmp_path / 'probe_marker'
+    pickle.loads(pickle.dumps(payload(str(probe))))
+    assert probe.exists()
+
+    marker = tmp_path / 'pwned'
+    ckpt = safe_load(trained['ckpt'])
+    ckpt['meta']['note'] = payload(str(marker))
+    evil = str(tmp_path / 'evil.pth')
+    torch.save(ckpt, evil)
+
+    from nfnets_mm.models.backbones import NFNet
+    with pytest.raises(UnsafeCheckpointError) as info:
+        load_checkpoint(NFNet(arch=TINY_ARCH), evil, map_location='cpu')
+    message = str(info.value)
+    assert evil in message and 'allowlist' in message
+    assert ('system' in message) if payload is _ShellPayload else ('exec' in message)
+    assert isinstance(info.value, RuntimeError)
+    assert not marker.exists()
+
+    runner = Runner(**_cfg(data_root, str(tmp_path / 'evil_run'), 3), resume=True,
+                    load_from=evil)
+    with pytest.raises(UnsafeCheckpointError, match='evil.pth'):
+        runner.train()
+    assert not marker.exists()
+
+
+class _StatsInjection:
+    """A HistoryBuffer whose pickled statistics methods replace ``mean``."""
+
+    def __reduce__(self):
+        return (HistoryBuffer, (), dict(statistics_methods=dict(mean=np.dtype),
+                                        _log_history=np.zeros(1),
+                                        _count_history=np.ones(1), max_length=10))
+
+
+def test_history_buffer_statistics_injection_is_refused(tmp_path):
+    HistoryBuffer()  # make sure the default methods are registered
+    before = dict(HistoryBuffer._statistics_methods)
+    path = str(tmp_path / 'inject.pth')
+    torch.save({'message_hub': {'log_scalars': {'x': _StatsInjection()}}}, path)
+    with pytest.raises(UnsafeCheckpointError, match='HistoryBuffer'):
+        safe_load(path)
+    assert HistoryBuffer._statistics_methods == before
+    assert HistoryBuffer._statistics_methods['mean'] is HistoryBuffer.mean

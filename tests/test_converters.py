@@ -1,0 +1,504 @@
+"""Checkpoint converters: DeepMind Haiku pickles and timm state dicts -> MMPretrain.
+
+(a) timm ``dm_nfnet_f0`` / ``nfnet_l0`` with random weights convert exactly; timm's
+    ``nf_resnet26`` converts only up to its first stage (documented shortcut mismatch).
+(b) a DeepMind-format file round-trips with every tensor placed once, in every container.
+(c) an independent NumPy forward of DeepMind's NFNet matches the converted model.
+(d) a malicious pickle is refused without running its payload.
+"""
+import importlib.util
+import os
+import os.path as osp
+import pickle
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+import nfnets_mm  # noqa: F401
+from mmpretrain.registry import MODELS
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _load_tool(name: str):
+    path = osp.join(REPO, 'tools', 'model_converters', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'_converter_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+dm_conv = _load_tool('dm_nfnet_to_mmpretrain')
+timm_conv = _load_tool('timm_nfnet_to_mmpretrain')
+
+# A small NFNet: stage 1 has a non-transition block (identity shortcut).
+SMALL_ARCH = dict(depths=(1, 2, 1, 1), widths=(32, 64, 96, 96), group_width=16,
+                  stem_channels=(8, 8, 16, 16))
+ALPHA = 0.2
+GELU_GAMMA = 1.7015043497085571
+NUM_CLASSES = 10
+
+
+def _classifier(backbone: dict, num_classes: int, in_channels: int) -> torch.nn.Module:
+    return MODELS.build(dict(type='ImageClassifier', backbone=backbone,
+                             neck=dict(type='GlobalAveragePooling'),
+                             head=dict(type='NFNetClsHead', num_classes=num_classes,
+                                       in_channels=in_channels)))
+
+
+def _assert_close_scaled(actual: torch.Tensor, expected: torch.Tensor, rel: float) -> None:
+    """max |actual - expected| <= rel * max |expected| (scale-relative)."""
+    scale = expected.abs().max().item()
+    diff = (actual - expected).abs().max().item()
+    assert scale > 0
+    assert diff <= rel * scale, f'max abs diff {diff:.3g} > {rel} x output scale {scale:.3g}'
+
+
+def _randomize_timm(model: torch.nn.Module, seed: int) -> None:
+    """Random gains, skip gains and biases so that every tensor matters."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith('skipinit_gain'):
+                param.copy_(torch.rand((), generator=gen) * 0.8 + 0.2)
+            elif name.endswith('.gain'):
+                param.copy_(torch.rand(param.shape, generator=gen) + 0.5)
+            elif name.endswith('.bias'):
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+
+
+def _convert_timm(tmp_path, model, *extra) -> dict:
+    src, dst = tmp_path / 'timm.pth', tmp_path / 'converted.pth'
+    torch.save(model.state_dict(), src)
+    assert timm_conv.main([str(src), str(dst), *extra]) == 0
+    return torch.load(dst, map_location='cpu', weights_only=True)
+
+
+# --------------------------------------------------------------------------------------
+# (a) timm
+# --------------------------------------------------------------------------------------
+def test_timm_dm_nfnet_f0_logits_match(tmp_path):
+    torch.manual_seed(0)
+    model_t = timm.create_model('dm_nfnet_f0', pretrained=False).eval()
+    _randomize_timm(model_t, seed=1)
+    ckpt = _convert_timm(tmp_path, model_t)
+    backbone = dict(type='NFNet', arch='F0', padding='same', act_cfg=dict(type='GELU'),
+                    ws_eps=1e-5, ws_eps_mode='add')
+    assert ckpt['meta']['model']['backbone'] == backbone
+    assert ckpt['meta']['exact'] is True
+    ours = _classifier(backbone, 1000, 3072).eval()
+    ours.load_state_dict(ckpt['state_dict'], strict=True)
+    # skip gains really came from timm (not the SkipInit zero)
+    assert ours.backbone.stages[2][3].skip_gain.item() == pytest.approx(
+        model_t.stages[2][3].skipinit_gain.item())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        _assert_close_scaled(ours(x, mode='tensor'), model_t(x), 1e-5)
+
+
+def test_timm_nfnet_l0_gamma_folding(tmp_path):
+    """timm-trained nfnet_l0 keeps gamma inside its convs (SiLU, symmetric padding)."""
+    torch.manual_seed(0)
+    model_t = timm.create_model('nfnet_l0', pretrained=False).eval()
+    _randomize_timm(model_t, seed=2)
+    ckpt = _convert_timm(tmp_path, model_t)
+    backbone = ckpt['meta']['model']['backbone']
+    assert backbone['act_cfg'] == dict(type='SiLU') and backbone['padding'] == 'symmetric'
+    assert backbone['arch']['group_width'] == 64
+    ours = MODELS.build(ckpt['meta']['model']).eval()
+    ours.load_state_dict(ckpt['state_dict'], strict=True)
+    assert all(m.skip_gain.item() == 1.0 for stage in ours.backbone.stages for m in stage)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        _assert_close_scaled(ours(x, mode='tensor'), model_t(x), 1e-5)
+
+
+def test_timm_nf_resnet26_matches_only_up_to_first_stage(tmp_path, capsys):
+    """timm's NF-ResNet shortcut is avg-pool + 1x1 conv on strided transitions; ours (like
+    DeepMind's) is a strided 1x1 conv.  Refused by default; with --allow-mismatch the stem
+    and stage 0 (stride 1, no pool) match exactly and stage 1 does not."""
+    torch.manual_seed(0)
+    model_t = timm.create_model('nf_resnet26', pretrained=False).eval()
+    _randomize_timm(model_t, seed=3)
+    src, dst = tmp_path / 'r26.pth', tmp_path / 'r26_mm.pth'
+    torch.save({'model': model_t.state_dict()}, src)
+    assert timm_conv.main([str(src), str(dst)]) == 1
+    assert 'average pool' in capsys.readouterr().err and not dst.exists()
+    assert timm_conv.main([str(src), str(dst), '--allow-mismatch']) == 0
+    ckpt = torch.load(dst, map_location='cpu', weights_only=True)
+    assert ckpt['meta']['exact'] is False
+    cfg = ckpt['meta']['model']
+    assert cfg['backbone']['depth'] == 26 and cfg['backbone']['act_cfg'] == dict(type='ReLU')
+    cfg['backbone']['out_indices'] = (0, 1, 2, 3)
+    ours = MODELS.build(cfg).eval()
+    ours.load_state_dict(ckpt['state_dict'], strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        feats = ours.backbone(x)
+        stage0_t = model_t.stages[0](model_t.stem(x))
+        stage1_t = model_t.stages[1](stage0_t)
+    _assert_close_scaled(feats[0], stage0_t, 1e-5)
+    assert (feats[1] - stage1_t).abs().max() > 1e-2 * stage1_t.abs().max()
+
+
+@pytest.mark.parametrize('bad_key,message', [
+    ('stages.0.0.attn_last.conv.weight', 'ECA'),
+    ('stages.0.0.attn.fc1.weight', 'nf_regnet'),
+])
+def test_timm_refuses_unsupported_families(bad_key, message):
+    sd = {'stem.conv1.weight': torch.zeros(16, 3, 3, 3), bad_key: torch.zeros(1, 1, 3)}
+    with pytest.raises(timm_conv.ConversionError, match=message):
+        timm_conv.convert_state_dict(sd)
+
+
+# --------------------------------------------------------------------------------------
+# DeepMind format: builder written from the documented Haiku names
+# --------------------------------------------------------------------------------------
+def _dm_block_name(index: int) -> str:
+    return 'NFNet/~/nf_block' + (f'_{index}' if index else '')
+
+
+def make_dm_params(arch: dict, num_classes: int = NUM_CLASSES, seed: int = 0,
+                   zeros: bool = False) -> dict:
+    """Nested Haiku params ``{module: {param: array}}`` of DeepMind's NFNet for ``arch``.
+
+    Conv weights HWIO, linears (in, out); every third conv stores its gain as
+    (1, 1, 1, C) to exercise the broadcastable-gain path.
+    """
+    rng = np.random.default_rng(seed)
+    params, count = {}, [0]
+
+    def rand(shape, scale=1.0, low=None):
+        if zeros:
+            return np.zeros(shape, np.float32)
+        if low is not None:
+            return rng.uniform(low, low + 1.0, shape).astype(np.float32)
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def conv(name, k, cin, cout, groups=1):
+        gain = rand((cout, ), low=0.5)
+        count[0] += 1
+        if count[0] % 3 == 0:
+            gain = gain.reshape(1, 1, 1, cout)
+        params[name] = {'w': rand((k, k, cin // groups, cout)), 'gain': gain,
+                        'bias': rand((cout, ), 0.1)}
+
+    cin = 3
+    for i, c in enumerate(arch['stem_channels']):
+        conv(f'NFNet/~/stem_conv{i}', 3, cin, c)
+        cin = c
+    index, gw = 0, arch['group_width']
+    for stage, (depth, width) in enumerate(zip(arch['depths'], arch['widths'])):
+        for b in range(depth):
+            name, mid = _dm_block_name(index), width // 2
+            conv(f'{name}/~/conv0', 1, cin, mid)
+            conv(f'{name}/~/conv1', 3, mid, mid, mid // gw)
+            conv(f'{name}/~/conv1b', 3, mid, mid, mid // gw)
+            conv(f'{name}/~/conv2', 1, mid, width)
+            if b == 0 and (stage > 0 or cin != width):
+                conv(f'{name}/~/conv_shortcut', 1, cin, width)
+            params[f'{name}/~/squeeze_excite/~/linear'] = {
+                'w': rand((width, width // 2), width**-0.5), 'b': rand((width // 2, ), 0.1)}
+            params[f'{name}/~/squeeze_excite/~/linear_1'] = {
+                'w': rand((width // 2, width), (width // 2)**-0.5), 'b': rand((width, ), 0.1)}
+            params[name] = {'skip_gain': np.float32(0.3 + 0.7 * rng.random())
+                            if not zeros else np.float32(0.)}
+            cin, index = width, index + 1
+    conv('NFNet/~/final_conv', 1, cin, 2 * cin)
+    params['NFNet/~/linear'] = {'w': rand((2 * cin, num_classes), 0.1),
+                                'b': rand((num_classes, ), 0.1)}
+    return params
+
+
+def _flat(params: dict) -> dict:
+    return {f'{module}/{name}': value for module, group in params.items()
+            for name, value in group.items()}
+
+
+def _expected_targets(params: dict, arch: dict) -> dict:
+    """Target key -> expected tensor, from the documented name map (written here)."""
+    convs = {'conv0': 'conv1', 'conv1': 'conv2', 'conv1b': 'conv2b', 'conv2': 'conv3',
+             'conv_shortcut': 'shortcut_conv'}
+    conv_params = {'w': 'weight', 'gain': 'gain', 'bias': 'bias'}
+    positions = [(s, b) for s, d in enumerate(arch['depths']) for b in range(d)]
+    out = {}
+
+    def put(key, value):
+        assert key not in out
+        out[key] = torch.from_numpy(np.ascontiguousarray(value))
+
+    def conv(prefix, group):
+        for p, v in group.items():
+            put(f'{prefix}.{conv_params[p]}',
+                v.transpose(3, 2, 0, 1) if p == 'w' else v.reshape(-1))
+
+    for module, group in params.items():
+        rel = module[len('NFNet/~/'):]
+        if rel.startswith('stem_conv'):
+            conv(f'backbone.stem.conv{int(rel[9:]) + 1}', group)
+        elif rel == 'final_conv':
+            conv('backbone.final.conv', group)
+        elif rel == 'linear':
+            put('head.fc.weight', group['w'].T)
+            put('head.fc.bias', group['b'])
+        else:
+            block = rel.split('/~/')[0]
+            idx = 0 if block == 'nf_block' else int(block.split('_')[-1])
+            s, b = positions[idx]
+            prefix = f'backbone.stages.{s}.{b}'
+            if '/~/' not in rel:
+                put(f'{prefix}.skip_gain', np.asarray(group['skip_gain']).reshape(()))
+            elif 'squeeze_excite' in rel:
+                fc = 'fc1' if rel.endswith('/linear') else 'fc2'
+                put(f'{prefix}.se.{fc}.weight', group['w'].T)
+                put(f'{prefix}.se.{fc}.bias', group['b'])
+            else:
+                conv(f'{prefix}.{convs[rel.split("/~/")[1]]}', group)
+    return out
+
+
+def _write(params: dict, path, fmt: str) -> None:
+    if fmt == 'pickle_nested':
+        with open(path, 'wb') as f:
+            pickle.dump(params, f)
+    elif fmt == 'pickle_flat':
+        with open(path, 'wb') as f:
+            pickle.dump(_flat(params), f, protocol=2)
+    elif fmt == 'npz':
+        with open(path, 'wb') as f:
+            np.savez(f, **_flat(params))
+    elif fmt == 'npy_object':
+        with open(path, 'wb') as f:
+            np.save(f, np.array(params, dtype=object), allow_pickle=True)
+    else:
+        raise AssertionError(fmt)
+
+
+# --------------------------------------------------------------------------------------
+# (b) DeepMind round trip
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize('fmt', ['pickle_nested', 'pickle_flat', 'npz', 'npy_object'])
+def test_dm_round_trip_places_every_tensor(tmp_path, fmt):
+    params = make_dm_params(SMALL_ARCH)
+    src, dst = tmp_path / 'F_haiku.npz', tmp_path / 'out.pth'
+    _write(params, src, fmt)
+    assert dm_conv.main([str(src), str(dst)]) == 0
+    ckpt = torch.load(dst, map_location='cpu', weights_only=True)
+    state = ckpt['state_dict']
+    n_source = sum(len(group) for group in params.values())
+    assert len(state) == n_source  # every source placed exactly once
+
+    expected = _expected_targets(params, SMALL_ARCH)
+    assert set(state) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(state[key], value), key
+
+    cfg = ckpt['meta']['model']
+    assert cfg['backbone']['padding'] == 'same'
+    assert cfg['backbone']['act_cfg'] == dict(type='GELU', approximate='tanh')
+    model = MODELS.build(cfg)
+    assert set(model.state_dict()) == set(state)  # every target key filled
+    model.load_state_dict(state, strict=True)
+
+
+def test_dm_errors_are_clear(tmp_path, capsys):
+    params = make_dm_params(SMALL_ARCH)
+    src, dst = tmp_path / 'p.pkl', tmp_path / 'out.pth'
+
+    missing = {k: dict(v) for k, v in params.items()}
+    del missing['NFNet/~/nf_block_2/~/conv1b']['gain']
+    _write(missing, src, 'pickle_nested')
+    assert dm_conv.main([str(src), str(dst)]) == 1
+    err = capsys.readouterr().err
+    assert 'missing' in err and 'backbone.stages.1.1.conv2b.gain' in err
+
+    extra = {k: dict(v) for k, v in params.items()}
+    extra['NFNet/~/nf_block/~/conv3'] = {'w': np.zeros((1, 1, 16, 32), np.float32)}
+    _write(extra, src, 'pickle_nested')
+    assert dm_conv.main([str(src), str(dst)]) == 1
+    assert 'unexpected' in capsys.readouterr().err
+
+    _write(params, src, 'pickle_nested')
+    assert dm_conv.main([str(src), str(dst), '--variant', 'F1']) == 1
+    assert 'does not match --variant F1' in capsys.readouterr().err
+    assert dm_conv.main([str(src), str(dst), '--variant', 'F9']) == 1
+    assert 'valid choices' in capsys.readouterr().err
+    assert not dst.exists()
+
+    assert dm_conv.main([str(src), str(dst)]) == 0
+    stamp = dst.stat().st_mtime_ns
+    assert dm_conv.main([str(src), str(dst)]) == 1  # refuses to overwrite
+    assert 'already exists' in capsys.readouterr().err and dst.stat().st_mtime_ns == stamp
+    assert dm_conv.main([str(src), str(dst), '--force']) == 0
+
+
+def test_dm_f0_variant_is_inferred():
+    """An F0-shaped parameter set is recognised as F0 and fills the F0 classifier."""
+    flat = _flat(make_dm_params(dict(depths=(1, 2, 6, 3), widths=(256, 512, 1536, 1536),
+                                     group_width=128, stem_channels=(16, 32, 64, 128)),
+                                num_classes=1000, zeros=True))
+    state, meta = dm_conv.convert_params(flat)
+    assert meta['arch'] == 'F0' and meta['model']['backbone']['arch'] == 'F0'
+    assert len(state) == len(flat)
+    with pytest.raises(ValueError, match='depths is'):
+        dm_conv.convert_params(flat, variant='F1')
+    state, _ = dm_conv.convert_params(flat, variant='f0')
+    assert state['backbone.stages.2.5.conv2.weight'].shape == (768, 128, 3, 3)
+
+
+# --------------------------------------------------------------------------------------
+# (c) independent NumPy reference of DeepMind's NFNet (NHWC, HWIO, TF "SAME")
+# --------------------------------------------------------------------------------------
+def _same_pads(size: int, k: int, s: int):
+    out = -(-size // s)
+    total = max((out - 1) * s + k - size, 0)
+    return out, (total // 2, total - total // 2)
+
+
+def np_ws_conv(x, group, stride=1):
+    """Scaled WS conv: NHWC input, HWIO weight, TF SAME padding, grouped."""
+    w = group['w'].astype(np.float64)
+    kh, kw, cin_g, cout = w.shape
+    fan_in = kh * kw * cin_g
+    mean = w.mean(axis=(0, 1, 2), keepdims=True)
+    var = w.var(axis=(0, 1, 2), keepdims=True)
+    scale = 1.0 / np.sqrt(np.maximum(var * fan_in, 1e-4)) * \
+        group['gain'].astype(np.float64).reshape(-1)
+    w = w * scale - mean * scale
+    n, h, wd, c = x.shape
+    oh, (pt, pb) = _same_pads(h, kh, stride)
+    ow, (pl, pr) = _same_pads(wd, kw, stride)
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    groups = c // cin_g
+    out = np.zeros((n, oh, ow, cout))
+    wg = w.reshape(kh, kw, cin_g, groups, cout // groups)
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+            patch = patch.reshape(n, oh, ow, groups, cin_g)
+            out += np.einsum('nhwgc,cgo->nhwgo', patch, wg[i, j]).reshape(n, oh, ow, cout)
+    return out + group['bias'].astype(np.float64)
+
+
+def np_act(x):
+    """DeepMind's gelu (tanh approximation) times its gamma."""
+    inner = np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)
+    return 0.5 * x * (1 + np.tanh(inner)) * GELU_GAMMA
+
+
+def np_avg_pool_same(x):
+    """2x2 stride-2 average pool, TF SAME, averaging only the valid inputs."""
+    n, h, w, c = x.shape
+    oh, (pt, pb) = _same_pads(h, 2, 2)
+    ow, (pl, pr) = _same_pads(w, 2, 2)
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    ones = np.pad(np.ones((1, h, w, 1)), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    total = sum(xp[:, i::2, j::2][:, :oh, :ow] for i in range(2) for j in range(2))
+    count = sum(ones[:, i::2, j::2][:, :oh, :ow] for i in range(2) for j in range(2))
+    return total / count
+
+
+def np_nfnet_forward(params: dict, arch: dict, images_nhwc: np.ndarray) -> np.ndarray:
+    p = {k: {n: np.asarray(v) for n, v in g.items()} for k, g in params.items()}
+    x = images_nhwc.astype(np.float64)
+    n_stem = len(arch['stem_channels'])
+    for i in range(n_stem):
+        x = np_ws_conv(x, p[f'NFNet/~/stem_conv{i}'], 2 if i in (0, n_stem - 1) else 1)
+        if i < n_stem - 1:
+            x = np_act(x)
+    index, expected_var = 0, 1.0
+    for stage, depth in enumerate(arch['depths']):
+        for b in range(depth):
+            name = _dm_block_name(index)
+            stride = 2 if (stage > 0 and b == 0) else 1
+            beta = 1.0 / np.sqrt(expected_var)
+            out = np_act(x) * beta
+            if stride > 1:
+                shortcut = np_ws_conv(np_avg_pool_same(out), p[f'{name}/~/conv_shortcut'])
+            elif f'{name}/~/conv_shortcut' in p:
+                shortcut = np_ws_conv(out, p[f'{name}/~/conv_shortcut'])
+            else:
+                shortcut = x
+            out = np_ws_conv(out, p[f'{name}/~/conv0'])
+            out = np_ws_conv(np_act(out), p[f'{name}/~/conv1'], stride)
+            out = np_ws_conv(np_act(out), p[f'{name}/~/conv1b'])
+            out = np_ws_conv(np_act(out), p[f'{name}/~/conv2'])
+            se1, se2 = (p[f'{name}/~/squeeze_excite/~/linear{s}'] for s in ('', '_1'))
+            h = out.mean(axis=(1, 2))
+            h = np.maximum(h @ se1['w'] + se1['b'], 0)
+            h = 1 / (1 + np.exp(-(h @ se2['w'] + se2['b'])))
+            out = 2 * h[:, None, None, :] * out
+            x = out * float(p[name]['skip_gain']) * ALPHA + shortcut
+            if b == 0:
+                expected_var = 1.0
+            expected_var += ALPHA**2
+            index += 1
+    x = np_act(np_ws_conv(x, p['NFNet/~/final_conv']))
+    pooled = x.mean(axis=(1, 2))
+    return pooled @ p['NFNet/~/linear']['w'] + p['NFNet/~/linear']['b']
+
+
+def test_dm_numpy_reference_forward_matches(tmp_path):
+    params = make_dm_params(SMALL_ARCH, seed=5)
+    src, dst = tmp_path / 'small_haiku.npz', tmp_path / 'small.pth'
+    _write(params, src, 'pickle_nested')
+    assert dm_conv.main([str(src), str(dst)]) == 0
+    ckpt = torch.load(dst, map_location='cpu', weights_only=True)
+    backbone = dict(type='NFNet', arch=SMALL_ARCH, padding='same',
+                    act_cfg=dict(type='GELU', approximate='tanh'))
+    model = _classifier(backbone, NUM_CLASSES, 192).eval()
+    model.load_state_dict(ckpt['state_dict'], strict=True)
+
+    # 48 x 64: odd sizes appear in the last stages (asymmetric SAME pads, partial pools)
+    images = np.random.default_rng(7).standard_normal((2, 48, 64, 3)).astype(np.float32)
+    expected = np_nfnet_forward(params, SMALL_ARCH, images)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+                       mode='tensor')
+    _assert_close_scaled(logits.double(), torch.from_numpy(expected), 1e-4)
+    # the tolerance is tight enough to tell tanh GELU from exact GELU (~4e-4 apart here)
+    exact = dict(backbone, act_cfg=dict(type='GELU'))
+    model_exact = _classifier(exact, NUM_CLASSES, 192).eval()
+    model_exact.load_state_dict(ckpt['state_dict'], strict=True)
+    with torch.no_grad():
+        other = model_exact(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+                            mode='tensor')
+    assert (other.double() - torch.from_numpy(expected)).abs().max() > \
+        1e-4 * abs(expected).max()
+
+
+# --------------------------------------------------------------------------------------
+# (d) untrusted pickles
+# --------------------------------------------------------------------------------------
+class _Evil:
+    """Pickles to ``os.system(<create marker>)``: code execution on a plain pickle.load."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}', )
+
+
+def test_malicious_pickle_is_refused(tmp_path, capsys):
+    marker = tmp_path / 'pwned'
+    src, dst = tmp_path / 'evil_haiku.npz', tmp_path / 'out.pth'
+    payload = {'NFNet/~/stem_conv0': {'w': _Evil(str(marker))}}
+    with open(src, 'wb') as f:
+        pickle.dump(payload, f)
+    assert b'system' in src.read_bytes()
+    with pytest.raises(dm_conv.UnsafePickleError, match='system'):
+        dm_conv.load_haiku_params(str(src))
+    assert dm_conv.main([str(src), str(dst)]) == 1
+    assert 'refusing to load global' in capsys.readouterr().err
+    assert not marker.exists() and not dst.exists()
+
+
+def test_non_array_leaves_are_refused(tmp_path):
+    src = tmp_path / 'strange.pkl'
+    with open(src, 'wb') as f:
+        pickle.dump({'NFNet/~/stem_conv0': {'w': [1.0, 2.0]}}, f)
+    with pytest.raises(TypeError, match='expected a numpy array'):
+        dm_conv.load_haiku_params(str(src))

@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint with an nfnets_mm config (MMPretrain or MMDetection scope).
+
+    python tools/test.py configs/nfnet/dm_weights/f0_imagenet.py f0_converted.pth
+    bash tools/dist_test.sh configs/mask_rcnn/mask-rcnn_nfnet-f0_fpn_1x_coco.py ckpt.pth 8
+
+Follows MMPretrain's ``tools/test.py``; the runner comes from the config's
+``default_scope`` and the repository root is put on ``sys.path``.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from mmengine.config import Config, DictAction  # noqa: E402
+
+# tools/ is sys.path[0] when this file runs as a script (also under torchrun).
+from runner_utils import build_runner, check_scope, set_default_dataloader_cfg  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a model (nfnets_mm)')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the evaluation metrics / logs')
+    parser.add_argument('--out', help='dump the predictions to this pickle file')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite the --out file if it exists')
+    parser.add_argument('--show-dir', help='save visualized predictions in this directory')
+    parser.add_argument('--amp', action='store_true', help='mixed-precision test')
+    parser.add_argument('--no-pin-memory', action='store_true',
+                        help='disable pin_memory in the dataloader')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, key=value pairs merged into the config')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def enable_visualization(cfg: Config, scope: str, show_dir: str) -> None:
+    """Turn on the scope's visualization hook, writing images under ``show_dir``."""
+    hooks = cfg.get('default_hooks', {})
+    if 'visualization' not in hooks:
+        raise KeyError('--show-dir needs a visualization hook in default_hooks '
+                       '(the default runtimes of mmpretrain / mmdet define one).')
+    if scope == 'mmdet':
+        hooks.visualization.draw = True
+        hooks.visualization.test_out_dir = show_dir
+    else:
+        hooks.visualization.enable = True
+        hooks.visualization.out_dir = show_dir
+
+
+def merge_args(cfg: Config, args: argparse.Namespace, scope: str) -> Config:
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    if args.amp:
+        cfg.test_cfg = cfg.get('test_cfg', None) or {}
+        cfg.test_cfg.fp16 = True
+    if args.show_dir is not None:
+        enable_visualization(cfg, scope, args.show_dir)
+    set_default_dataloader_cfg(cfg, 'test_dataloader', pin_memory=not args.no_pin_memory)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    return cfg
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    for path, what in ((args.config, 'Config file'), (args.checkpoint, 'Checkpoint')):
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'{what} {path} does not exist.')
+    if args.out is not None:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out}.')
+        if osp.exists(args.out) and not args.force:
+            raise FileExistsError(f'--out file {args.out} exists; pass --force to overwrite '
+                                  'it or choose another path.')
+    cfg = Config.fromfile(args.config)
+    scope = check_scope(cfg, args.config)
+    cfg = merge_args(cfg, args, scope)
+    runner = build_runner(cfg)
+    if args.out is not None:
+        if scope == 'mmdet':
+            from mmdet.evaluation import DumpDetResults
+            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+        else:
+            from mmengine.evaluator import DumpResults
+            runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()
