@@ -19,8 +19,8 @@ from mmengine.runner import CheckpointLoader, Runner, load_checkpoint
 
 import nfnets_mm  # noqa: F401  (registers NFNet, AGC wrappers, safe loader)
 from nfnets_mm.utils.demo_data import make_classification_demo
-from nfnets_mm.utils.safe_checkpoint import (UnsafeCheckpointError, load_from_local_safe,
-                                             safe_load)
+from nfnets_mm.utils.safe_checkpoint import (ALLOWLIST, UnsafeCheckpointError,
+                                             load_from_local_safe, safe_load)
 
 TINY_ARCH = dict(depths=(1, 1, 1, 1), widths=(32, 64, 128, 128), group_width=16,
                  stem_channels=(8, 8, 16, 16))
@@ -123,7 +123,8 @@ def test_loader_is_registered():
 
 
 def test_checkpoint_needs_allowlist_and_it_stays_scoped(trained):
-    before = list(torch.serialization.get_safe_globals())
+    before = set(torch.serialization.get_safe_globals())
+    assert not before & set(ALLOWLIST)
     # plain weights-only torch.load refuses MMEngine checkpoints (why this module exists)
     with pytest.raises(pickle.UnpicklingError):
         torch.load(trained['ckpt'], weights_only=True)
@@ -131,7 +132,7 @@ def test_checkpoint_needs_allowlist_and_it_stays_scoped(trained):
     assert ckpt['meta']['iter'] == 2
     assert isinstance(ckpt['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
     # nothing was allowlisted globally
-    assert list(torch.serialization.get_safe_globals()) == before
+    assert set(torch.serialization.get_safe_globals()) == before
     with pytest.raises(pickle.UnpicklingError):
         torch.load(trained['ckpt'], weights_only=True)
 
@@ -167,6 +168,8 @@ def test_load_from_alone(trained, data_root, tmp_path):
     ckpt = safe_load(trained['ckpt'])
     runner = Runner(**_cfg(data_root, str(tmp_path / 'loaded'), 1),
                     load_from=trained['ckpt'])
+    fresh = runner.model.state_dict()
+    assert any(not torch.equal(fresh[k], v) for k, v in ckpt['state_dict'].items())
     runner.load_or_resume()
     assert runner.iter == 0
     _assert_same(runner.model.state_dict(), ckpt['state_dict'], 'loaded state_dict')

@@ -37,7 +37,9 @@ class AGCOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
         if paramwise_cfg is None:
-            paramwise_cfg = copy.deepcopy(NF_PARAMWISE_CFG)
+            # No decay to exempt from when the optimizer has no weight decay.
+            has_decay = optim_wrapper_cfg.get('optimizer', {}).get('weight_decay')
+            paramwise_cfg = copy.deepcopy(NF_PARAMWISE_CFG) if has_decay else {}
         optim_wrapper_cfg = copy.deepcopy(optim_wrapper_cfg)
         optim_wrapper_cfg.setdefault('type', 'AGCOptimWrapper')
         super().__init__(optim_wrapper_cfg, paramwise_cfg)

@@ -105,6 +105,12 @@ class ScaledStdConv2d(nn.Conv2d):
             s += f', eps={self.eps}, eps_mode={self.eps_mode!r}'
         return s + (', deploy=True' if self.deploy else '')
 
+    def train(self, mode: bool = True):
+        # Writes through ``.data`` (EMA updates, parameter swaps) bypass the version
+        # counter; every mode switch therefore starts from a fresh cache.
+        self._cache_key = self._cached_weight = None
+        return super().train(mode)
+
     def standardized_weight(self) -> torch.Tensor:
         """Return :math:`\\hat W` of Eq. (1), shape :math:`(C_{out}, C_{in}/g, k, k)`."""
         weight = self.weight
