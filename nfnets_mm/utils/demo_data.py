@@ -123,7 +123,7 @@ def _contrasting_color(rng: np.random.Generator, background: np.ndarray,
         color = _random_color(rng)
         if np.linalg.norm(color - background) >= min_dist:
             return tuple(int(c) for c in color)
-    # fall back to the complementary colour (always far enough for a mid-grey-free bg)
+    # practically unreachable: fall back to the complementary colour
     return tuple(int(255 - c) for c in background)
 
 
@@ -146,8 +146,8 @@ def _add_noise(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
 def _regular_polygon(cx: float, cy: float, radius: float, sides: int,
                      phase: float) -> List[Tuple[float, float]]:
     angles = phase + 2 * math.pi * np.arange(sides) / sides
-    return [(round(float(cx + radius * math.cos(a)), 2), round(float(cy + radius * math.sin(a)), 2))
-            for a in angles]
+    return [(round(float(cx + radius * math.cos(a)), 2),
+             round(float(cy + radius * math.sin(a)), 2)) for a in angles]
 
 
 def _shape_polygon(rng: np.random.Generator, shape: str, cx: float, cy: float,

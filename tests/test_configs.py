@@ -1,0 +1,302 @@
+"""Every config under configs/ loads, builds in its scope and trains one step; the
+ImageNet / transfer / detection / DeepMind-eval configs carry the paper's numbers.
+
+Building all ~30 models at full size (F7: 500M parameters) would take minutes on two
+CPU cores, so only the smallest model of each kind (F0, NF-ResNet-50, the DeepMind-forward
+F0, Mask R-CNN F0 and the demos) is built exactly as configured; the others are built at
+full width with one block per stage, and their real depths are checked against the
+paper's table through the arch zoo instead.
+"""
+import copy
+import glob
+import os.path as osp
+import re
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from mmengine.optim import build_optim_wrapper
+
+import nfnets_mm  # noqa: F401
+from nfnets_mm.models.backbones import NFNet
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = sorted(
+    osp.relpath(p, REPO) for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
+                                            recursive=True)
+    if '_base_' not in p.split(osp.sep))
+
+#: Paper Table 3 / App. A and DeepMind's release: depths, train px, test px, dropout, RA.
+FACTS = {
+    'F0': ((1, 2, 6, 3), 192, 256, 0.2, 5),
+    'F1': ((2, 4, 12, 6), 224, 320, 0.3, 10),
+    'F2': ((3, 6, 18, 9), 256, 352, 0.4, 10),
+    'F3': ((4, 8, 24, 12), 320, 416, 0.4, 15),
+    'F4': ((5, 10, 30, 15), 384, 512, 0.5, 15),
+    'F5': ((6, 12, 36, 18), 416, 544, 0.5, 15),
+    'F6': ((7, 14, 42, 21), 448, 576, 0.5, 15),
+    'F7': ((8, 16, 48, 24), 480, 608, 0.5, 15),
+}
+#: Configs whose model is built exactly as configured (no depth shrinking).
+FULL_BUILD = {
+    'configs/nfnet/f0_imagenet.py', 'configs/nfnet/nf_resnet50_imagenet.py',
+    'configs/nfnet/dm_weights/f0_imagenet.py', 'configs/nfnet/nfnet_demo.py',
+    'configs/mask_rcnn/mask-rcnn_nfnet-f0_fpn_1x_coco.py',
+    'configs/mask_rcnn/mask-rcnn_nfnet-demo_fpn_coco.py',
+}
+DET_OUTPUT_LAYERS = ('rpn_head.rpn_cls.weight', 'rpn_head.rpn_reg.weight',
+                     'roi_head.bbox_head.fc_cls.weight', 'roi_head.bbox_head.fc_reg.weight',
+                     'roi_head.mask_head.conv_logits.weight')
+
+
+def load(path: str) -> Config:
+    return Config.fromfile(osp.join(REPO, path))
+
+
+def registry(scope: str):
+    if scope == 'mmdet':
+        from mmdet.registry import MODELS
+    else:
+        from mmpretrain.registry import MODELS
+    return MODELS
+
+
+def shrink(model_cfg, path: str):
+    """Full width, one block per stage, for the configs not in FULL_BUILD."""
+    model_cfg = copy.deepcopy(model_cfg)
+    backbone = model_cfg.backbone
+    if path not in FULL_BUILD and backbone.type == 'NFNet' and isinstance(backbone.arch, str):
+        widths = NFNet.arch_zoo[backbone.arch.lower()]['widths']
+        backbone.arch = dict(depths=(1, 1, 1, 1), widths=widths)
+    return model_cfg
+
+
+def classifier_step(model, size: int):
+    from mmpretrain.structures import DataSample
+    num_classes = model.head.num_classes
+    data = dict(inputs=[torch.randint(0, 256, (3, size, size), dtype=torch.uint8)
+                        for _ in range(2)],
+                data_samples=[DataSample().set_gt_label(i % num_classes) for i in range(2)])
+    data = model.data_preprocessor(data, training=True)
+    return model(**data, mode='loss')
+
+
+def detector_step(model, size: int):
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    samples = []
+    for i in range(2):
+        sample = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
+                                             pad_shape=(size, size), scale_factor=(1., 1.),
+                                             batch_input_shape=(size, size)))
+        masks = np.zeros((1, size, size), dtype=np.uint8)
+        masks[0, 8:40, 10:44] = 1
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor([[10., 8., 44., 40.]]), labels=torch.tensor([i % 2]),
+            masks=BitmapMasks(masks, size, size))
+        samples.append(sample)
+    inputs = torch.randn(2, 3, size, size)
+    return model.loss(inputs, samples)
+
+
+@pytest.mark.parametrize('path', CONFIGS)
+def test_config_builds_and_trains_one_step(path):
+    cfg = load(path)
+    assert cfg.custom_imports == dict(imports=['nfnets_mm'], allow_failed_imports=False)
+    assert cfg.default_scope in ('mmpretrain', 'mmdet')
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = registry(cfg.default_scope).build(shrink(cfg.model, path))
+        if 'demo' in path:  # configured init (no pretrained file); cheap at demo size
+            model.init_weights()
+        model.train()
+        if cfg.default_scope == 'mmdet':
+            losses = detector_step(model, 64)
+        else:
+            heavy = path in FULL_BUILD and path != 'configs/nfnet/nfnet_demo.py'
+            losses = classifier_step(model, 32 if heavy else 64)
+    total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
+                for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f'no gradient for {missing[:5]}'
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    stem = next(g for n, g in grads.items() if n.startswith('backbone.stem'))
+    assert stem.abs().sum() > 0, 'no gradient reaches the backbone stem'
+
+
+def variant_path(variant: str) -> str:
+    return f'configs/nfnet/{variant.lower()}_imagenet.py'
+
+
+def pipeline_step(pipeline, type_name):
+    steps = [t for t in pipeline if t['type'] == type_name]
+    assert len(steps) == 1, f'expected one {type_name} in {pipeline}'
+    return steps[0]
+
+
+def check_eval_pipeline(pipeline, test_px):
+    resize = pipeline_step(pipeline, 'ResizeEdge')
+    assert (resize.scale, resize.edge, resize.interpolation) == (test_px + 32, 'short', 'bicubic')
+    assert pipeline_step(pipeline, 'CenterCrop').crop_size == test_px
+
+
+@pytest.mark.parametrize('variant', sorted(FACTS))
+def test_imagenet_recipe_numbers(variant):
+    depths, train_px, test_px, dropout, ra = FACTS[variant]
+    cfg = load(variant_path(variant))
+    backbone, head = cfg.model.backbone, cfg.model.head
+    assert backbone.type == 'NFNet' and backbone.arch == variant
+    assert NFNet.arch_zoo[variant.lower()]['depths'] == depths
+    assert backbone.drop_path_rate == 0.25
+    assert head.dropout_rate == dropout and head.in_channels == 3072
+    assert head.loss == dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')
+    assert cfg.model.train_cfg.augments == dict(type='HalfMixupHalfCutMix', mixup_alpha=0.2,
+                                                 cutmix_alpha=1.0)
+    # batch 4096 = 8 GPUs x per-GPU batch; lr 0.1 x 4096 / 256.
+    assert cfg.train_dataloader.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 4096
+    optim = cfg.optim_wrapper
+    assert optim.type == 'AmpAGCOptimWrapper'
+    assert optim.constructor == 'AGCOptimWrapperConstructor'
+    assert optim.optimizer == dict(type='SGD', lr=1.6, momentum=0.9, nesterov=True,
+                                   weight_decay=2e-5)
+    assert optim.clip_grad == dict(type='agc', clipping=0.01, eps=1e-3,
+                                   exclude=['head.fc.weight'])
+    assert cfg.train_cfg.max_epochs == 360
+    warmup, cosine = cfg.param_scheduler
+    assert (warmup.type, warmup.begin, warmup.end) == ('LinearLR', 0, 5)
+    assert (cosine.type, cosine.begin, cosine.end, cosine.eta_min) == (
+        'CosineAnnealingLR', 5, 360, 0.)
+    ema = [h for h in cfg.custom_hooks if 'EMA' in h.type]
+    assert len(ema) == 1 and ema[0].momentum == 1e-5 and ema[0].ema_type == 'DeepMindEMA'
+    train = cfg.train_dataloader.dataset.pipeline
+    rrc = pipeline_step(train, 'RandomResizedCrop')
+    assert (rrc.scale, tuple(rrc.crop_ratio_range)) == (train_px, (0.08, 1.0))
+    assert np.allclose(rrc.aspect_ratio_range, (3 / 4, 4 / 3))
+    assert (rrc.backend, rrc.interpolation) == ('pillow', 'bicubic')
+    pipeline_step(train, 'RandomFlip')
+    ra_cfg = pipeline_step(train, 'RandAugment')
+    assert (ra_cfg.num_policies, ra_cfg.magnitude_level, ra_cfg.total_level) == (4, ra, 10)
+    check_eval_pipeline(cfg.val_dataloader.dataset.pipeline, test_px)
+    check_eval_pipeline(cfg.test_dataloader.dataset.pipeline, test_px)
+    assert cfg.val_evaluator == dict(type='Accuracy', topk=(1, 5))
+
+
+def test_lr_schedule_curve():
+    """Built schedulers: ~0 at step 0, 1.6 after 5 epochs, cosine to 0 at epoch 360."""
+    from mmengine.registry import PARAM_SCHEDULERS
+    cfg = load('configs/nfnet/f0_imagenet.py')
+    epoch_len = 4
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=cfg.optim_wrapper.optimizer.lr)
+    schedulers = []
+    for sched in copy.deepcopy(cfg.param_scheduler):
+        sched.pop('convert_to_iter_based')
+        sched.pop('by_epoch')
+        cls = PARAM_SCHEDULERS.get(sched.pop('type'))
+        schedulers.append(cls.build_iter_from_epoch(optimizer, epoch_length=epoch_len,
+                                                    **sched))
+    lrs = []
+    for _ in range(360 * epoch_len):
+        lrs.append(optimizer.param_groups[0]['lr'])
+        for s in schedulers:
+            s.step()
+    warm = 5 * epoch_len
+    assert lrs[0] < 1e-5
+    assert np.allclose(lrs[warm - 1], 1.6, rtol=1e-6) and np.allclose(lrs[warm], 1.6)
+    assert np.allclose(lrs[1], 1.6 / (warm - 1), rtol=1e-3)  # linear ramp
+    mid = warm + (360 * epoch_len - warm) // 2
+    assert np.isclose(lrs[mid], 0.8, rtol=1e-6)
+    assert lrs[-1] < 1e-4 and all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:]))
+
+
+@pytest.mark.parametrize('path,px', [
+    ('configs/nfnet/f0_finetune_imagenet.py', 224),
+    ('configs/nfnet/f0_finetune-320px_imagenet.py', 320),
+    ('configs/nfnet/f0_finetune-384px_imagenet.py', 384),
+    ('configs/nfnet/nf_resnet50_finetune_imagenet.py', 224),
+    ('configs/nfnet/nf_resnet50_finetune-320px_imagenet.py', 320),
+    ('configs/nfnet/nf_resnet50_finetune-384px_imagenet.py', 384),
+])
+def test_finetune_recipe_numbers(path, px):
+    cfg = load(path)
+    assert cfg.train_cfg.type == 'IterBasedTrainLoop' and cfg.train_cfg.max_iters == 15000
+    assert cfg.train_dataloader.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 2048
+    assert cfg.optim_wrapper.optimizer.lr == 0.1
+    (cosine, ) = cfg.param_scheduler
+    assert (cosine.type, cosine.by_epoch, cosine.end, cosine.eta_min) == (
+        'CosineAnnealingLR', False, 15000, 0.)
+    init = cfg.model.backbone.init_cfg
+    assert init.type == 'Pretrained' and init.prefix == 'backbone.' and init.checkpoint
+    assert cfg.model.train_cfg is None  # fine-tune: no MixUp / CutMix
+    assert pipeline_step(cfg.train_dataloader.dataset.pipeline, 'RandomResizedCrop').scale == px
+    check_eval_pipeline(cfg.test_dataloader.dataset.pipeline, px)
+    assert not any('EMA' in h.type for h in cfg.custom_hooks)
+    expected = 'NFResNet' if 'resnet' in path else 'NFNet'
+    assert cfg.model.backbone.type == expected
+
+
+@pytest.mark.parametrize('variant', ['F0', 'F1', 'F2', 'F3', 'F4', 'F5', 'F6'])
+def test_deepmind_eval_configs(variant):
+    cfg = load(f'configs/nfnet/dm_weights/{variant.lower()}_imagenet.py')
+    backbone = cfg.model.backbone
+    assert backbone.arch == variant and backbone.padding == 'same'
+    assert backbone.act_cfg == dict(type='GELU', approximate='tanh')
+    assert (backbone.ws_eps, backbone.ws_eps_mode) == (1e-4, 'max')
+    assert cfg.model.head.in_channels == 3072 and cfg.model.head.num_classes == 1000
+    assert cfg.model.data_preprocessor.to_rgb is True
+    check_eval_pipeline(cfg.test_dataloader.dataset.pipeline, FACTS[variant][2])
+    assert cfg.test_evaluator.type == 'Accuracy'
+    assert 'optim_wrapper' not in cfg and 'train_dataloader' not in cfg
+
+
+@pytest.mark.parametrize('path', [
+    'configs/mask_rcnn/mask-rcnn_nfnet-f0_fpn_1x_coco.py',
+    'configs/mask_rcnn/mask-rcnn_nfnet-f1_fpn_1x_coco.py',
+    'configs/mask_rcnn/mask-rcnn_nfnet-demo_fpn_coco.py',
+])
+def test_detection_config_wiring(path):
+    """FPN takes the backbone's channels; AGC skips exactly the detector's output layers."""
+    cfg = load(path)
+    assert cfg.default_scope == 'mmdet'
+    backbone = cfg.model.backbone
+    assert backbone.out_indices == (0, 1, 2, 3) and backbone.with_final_conv is False
+    if 'demo' not in path:
+        assert backbone.init_cfg.type == 'Pretrained' and backbone.init_cfg.prefix == 'backbone.'
+        assert cfg.model.neck.in_channels == [256, 512, 1536, 1536]
+        assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
+    assert set(cfg.val_evaluator.metric) == {'bbox', 'segm'}
+    assert cfg.val_evaluator.type == 'CocoMetric'
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = registry('mmdet').build(shrink(cfg.model, path))
+        assert list(model.backbone.out_channels) == list(cfg.model.neck.in_channels)
+        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    assert type(wrapper).__name__ == 'AGCOptimWrapper'
+    names = {id(p): n for n, p in model.named_parameters()}
+    unclipped = sorted(names[id(p)] for g in wrapper.optimizer.param_groups
+                       if g['agc'] is False for p in g['params'])
+    assert unclipped == sorted(DET_OUTPUT_LAYERS)
+
+
+def test_demo_config_is_cpu_friendly():
+    cfg = load('configs/nfnet/nfnet_demo.py')
+    assert cfg.optim_wrapper.type == 'AGCOptimWrapper'  # no AMP on CPU
+    assert cfg.optim_wrapper.clip_grad.exclude == ['head.fc.weight']
+    assert cfg.default_hooks.logger.interval <= 10
+    assert {h.type for h in cfg.custom_hooks} >= {'PlotCurveHook'}
+    assert cfg.train_dataloader.dataset.data_root == 'data/demo/cls'
+    assert cfg.model.head.num_classes == 6
+
+
+def test_every_config_is_tested():
+    """The parametrization above covers all leaf configs, and there are all the variants."""
+    names = set(CONFIGS)
+    for variant in FACTS:
+        assert variant_path(variant) in names
+    for variant in ('F0', 'F1', 'F2', 'F3', 'F4', 'F5', 'F6'):
+        assert f'configs/nfnet/dm_weights/{variant.lower()}_imagenet.py' in names
+    assert all(re.match(r'configs/(nfnet|mask_rcnn)/', p) for p in names)

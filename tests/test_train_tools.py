@@ -1,0 +1,186 @@
+"""tools/train.py, tools/test.py and tools/dist_train.sh on the demo data (CPU, tiny runs)."""
+import os
+import os.path as osp
+import pickle
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from nfnets_mm.engine.hooks import state_dict_digest
+from nfnets_mm.utils.demo_data import ensure_demo_data
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+PYTHON = sys.executable
+DEMO = 'configs/nfnet/nfnet_demo.py'
+DET_DEMO = 'configs/mask_rcnn/mask-rcnn_nfnet-demo_fpn_coco.py'
+#: Two iterations of 8 images, validation on 12 images, a log line per iteration.
+TINY = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'train_dataloader.batch_size=8',
+        'train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=12',
+        'default_hooks.logger.interval=1']
+
+sys.path.insert(0, osp.join(REPO, 'tools'))
+import runner_utils  # noqa: E402
+import train as train_tool  # noqa: E402
+
+
+def run(args, env=None, check=True, timeout=600):
+    env_vars = dict(os.environ, OMP_NUM_THREADS='1', **(env or {}))
+    proc = subprocess.run(args, cwd=REPO, env=env_vars, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n'
+                             f'{proc.stderr[-5000:]}')
+    return proc
+
+
+def log_text(work_dir: str) -> str:
+    logs = [osp.join(root, f) for root, _, files in os.walk(work_dir) for f in files
+            if f.endswith('.log')]
+    assert logs, f'no log in {work_dir}'
+    return '\n'.join(open(p).read() for p in logs)
+
+
+@pytest.fixture(scope='module')
+def demo_data():
+    ensure_demo_data(osp.join(REPO, 'data', 'demo'))
+
+
+@pytest.fixture(scope='module')
+def demo_run(demo_data, tmp_path_factory):
+    """Pre-train the demo classifier for 2 iterations; returns its work dir."""
+    work_dir = str(tmp_path_factory.mktemp('demo_run'))
+    run([PYTHON, 'tools/train.py', DEMO, '--work-dir', work_dir, '--cfg-options', *TINY])
+    return work_dir
+
+
+def test_train_writes_checkpoint_logs_and_evaluates(demo_run):
+    ckpt = torch.load(osp.join(demo_run, 'epoch_1.pth'), map_location='cpu',
+                      weights_only=False)
+    assert ckpt['meta']['iter'] == 2 and ckpt['meta']['epoch'] == 1
+    assert ckpt['state_dict']['head.fc.weight'].shape == (6, 512)
+    text = log_text(demo_run)
+    for key in ('loss:', 'lr:', 'agc_clip_fraction:', 'Epoch(train) [1][2/2]'):
+        assert key in text, key
+    assert re.search(r'Epoch\(val\) \[1\]\[\d+/\d+\]\s+accuracy/top1: [\d.]+', text)
+    pngs = [f for _, _, files in os.walk(demo_run) for f in files if f.endswith('.png')]
+    assert pngs == ['training_curves.png']
+
+
+def test_train_refuses_a_work_dir_with_checkpoints(demo_run):
+    proc = run([PYTHON, 'tools/train.py', DEMO, '--work-dir', demo_run], check=False)
+    assert proc.returncode != 0 and 'already holds checkpoints' in proc.stderr
+
+
+def test_test_tool_prints_accuracy_and_dumps_predictions(demo_run, tmp_path):
+    out = str(tmp_path / 'preds.pkl')
+    args = [PYTHON, 'tools/test.py', DEMO, osp.join(demo_run, 'epoch_1.pth'), '--work-dir',
+            str(tmp_path / 'test'), '--out', out, '--cfg-options',
+            'test_dataloader.dataset.indices=12']
+    proc = run(args)
+    match = re.search(r'accuracy/top1: ([\d.]+)', proc.stdout + proc.stderr)
+    assert match, proc.stdout[-2000:]
+    with open(out, 'rb') as f:
+        preds = pickle.load(f)
+    assert len(preds) == 12
+    correct = sum(int(p['pred_label'].item() == p['gt_label'].item()) for p in preds)
+    assert abs(float(match.group(1)) - 100. * correct / 12) < 1e-3
+    again = run(args, check=False)
+    assert again.returncode != 0 and 'pass --force' in again.stderr
+
+
+def test_dist_train_two_ranks_agree(demo_data, tmp_path):
+    """torchrun with 2 CPU processes (gloo): 2 iterations, checkpoint, eval, same weights."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    work_dir = str(tmp_path / 'dist')
+    cfg = [c.replace('batch_size=8', 'batch_size=4') for c in TINY]  # 16 / 2 ranks / 4
+    run(['bash', 'tools/dist_train.sh', DEMO, '2', '--work-dir', work_dir, '--cfg-options',
+         'env_cfg.dist_cfg.backend=gloo', *cfg], env=dict(PYTHON=PYTHON, PORT=str(port)))
+    text = log_text(work_dir)
+    assert 'world_size: 2' in text.replace('  ', ' ') or 'Distributed training: True' in text
+    assert 'Epoch(train) [1][2/2]' in text
+    match = re.search(r'identical across 2 rank\(s\) after training; sha256 '
+                      r'rank0=([0-9a-f]{64}), rank1=([0-9a-f]{64})', text)
+    assert match, text[-3000:]
+    ckpt = torch.load(osp.join(work_dir, 'epoch_1.pth'), map_location='cpu',
+                      weights_only=False)
+    assert ckpt['meta']['iter'] == 2
+    # Rank 0 saved the checkpoint; rank 1's own weights hash to the same digest.
+    assert match.group(1) == match.group(2) == state_dict_digest(ckpt['state_dict'])
+    assert re.search(r'Epoch\(val\) \[1\]\[\d+/\d+\]\s+accuracy/top1', text)
+
+
+def test_finetune_with_a_new_head(demo_run, tmp_path):
+    """Fine-tune the demo model on 3 re-labelled classes: head skipped, backbone loaded."""
+    keep = {'circle': 0, 'square': 1, 'triangle': 2}
+    lines = []
+    with open(osp.join(REPO, 'data/demo/cls/meta/train.txt')) as f:
+        for line in f:
+            path, _ = line.split()
+            name = path.split('/')[0]
+            if name in keep and sum(l.startswith(name) for l in lines) < 4:
+                lines.append(f'{path} {keep[name]}')
+    ann = tmp_path / 'subset.txt'
+    ann.write_text('\n'.join(lines) + '\n')
+    work_dir = str(tmp_path / 'ft')
+    pretrained = osp.join(demo_run, 'epoch_1.pth')
+    proc = run([PYTHON, 'tools/train.py', DEMO, '--work-dir', work_dir, '--no-validate',
+         '--cfg-options', f'load_from={pretrained}', 'model.head.num_classes=3',
+         'model.data_preprocessor.num_classes=3', f'train_dataloader.dataset.ann_file={ann}',
+         'train_dataloader.dataset.metainfo.classes=[circle,square,triangle]',
+         'train_dataloader.batch_size=6', 'train_cfg.max_epochs=1',
+         'optim_wrapper.optimizer.lr=0.0'])
+    # MMEngine prints the load report (to stdout, not the log file).
+    report = proc.stdout + proc.stderr
+    assert 'do not match exactly' in report
+    skipped = set(re.findall(r'size mismatch for ([\w.]+):', report))
+    assert skipped == {'head.fc.weight', 'head.fc.bias'}
+    assert 'missing keys in source' not in report and 'unexpected key in source' not in report
+    old = torch.load(pretrained, map_location='cpu', weights_only=False)['state_dict']
+    new = torch.load(osp.join(work_dir, 'epoch_1.pth'), map_location='cpu',
+                     weights_only=False)['state_dict']
+    assert new['head.fc.weight'].shape == (3, 512)
+    backbone = [k for k in old if k.startswith('backbone.')]
+    assert backbone and all(torch.equal(old[k], new[k]) for k in backbone)
+
+
+def test_detection_demo_trains_through_the_mmdet_scope(demo_data, tmp_path):
+    work_dir = str(tmp_path / 'det')
+    run([PYTHON, 'tools/train.py', DET_DEMO, '--work-dir', work_dir, '--cfg-options',
+         'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+         'train_dataloader.dataset.indices=4', 'val_dataloader.dataset.indices=2',
+         'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=1'])
+    text = log_text(work_dir)
+    assert 'agc_clip_fraction' in text and 'loss_mask' in text
+    assert 'coco/bbox_mAP' in text and 'coco/segm_mAP' in text
+    assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
+
+
+@pytest.mark.parametrize('before,after', [('AGCOptimWrapper', 'AmpAGCOptimWrapper'),
+                                          ('OptimWrapper', 'AmpOptimWrapper'),
+                                          ('AmpAGCOptimWrapper', 'AmpAGCOptimWrapper')])
+def test_amp_flag_keeps_agc(before, after):
+    cfg = Config.fromfile(osp.join(REPO, DEMO))
+    cfg.optim_wrapper.type = before
+    args = train_tool.parse_args([DEMO, '--amp', '--work-dir', '/nonexistent/x'])
+    cfg = train_tool.merge_args(cfg, args)
+    assert cfg.optim_wrapper.type == after and cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert cfg.optim_wrapper.clip_grad.type == 'agc'
+
+
+def test_amp_flag_rejects_unknown_wrappers():
+    cfg = Config(dict(optim_wrapper=dict(type='MyWrapper')))
+    with pytest.raises(ValueError, match='AmpAGCOptimWrapper'):
+        runner_utils.apply_amp(cfg)
+
+
+def test_tools_reject_unsupported_scopes(tmp_path):
+    cfg = Config(dict(default_scope='mmseg'))
+    with pytest.raises(ValueError, match="mmpretrain', 'mmdet"):
+        runner_utils.check_scope(cfg, 'x.py')
