@@ -20,7 +20,8 @@ from mmengine.runner import CheckpointLoader, Runner, load_checkpoint
 import nfnets_mm  # noqa: F401  (registers NFNet, AGC wrappers, safe loader)
 from nfnets_mm.utils.demo_data import make_classification_demo
 from nfnets_mm.utils.safe_checkpoint import (ALLOWLIST, UnsafeCheckpointError,
-                                             load_from_local_safe, safe_load)
+                                             load_from_local_safe, safe_load,
+                                             secure_registered_schemes)
 
 TINY_ARCH = dict(depths=(1, 1, 1, 1), widths=(32, 64, 128, 128), group_width=16,
                  stem_channels=(8, 8, 16, 16))
@@ -221,6 +222,34 @@ def test_malicious_checkpoint_is_refused(trained, data_root, tmp_path, payload):
     with pytest.raises(UnsafeCheckpointError, match='evil.pth'):
         runner.train()
     assert not marker.exists()
+
+
+def test_remote_schemes_load_with_the_allowlist(trained, tmp_path):
+    """http(s):// and other MMEngine schemes use torch.load's weights-only default; the
+    wrappers let real checkpoints through and refuse payloads as for local files."""
+    for prefix in ('http://', 'https://', 'open-mmlab://'):
+        assert getattr(CheckpointLoader._schemes[prefix], '_nfnets_mm_safe', False), prefix
+    marker = tmp_path / 'pwned'
+    evil = str(tmp_path / 'remote_evil.pth')
+    ckpt = safe_load(trained['ckpt'])
+    ckpt['meta']['note'] = _ShellPayload(str(marker))
+    torch.save(ckpt, evil)
+    files = {'nfnetstest://good': trained['ckpt'], 'nfnetstest://evil': evil}
+
+    def fake_download_and_load(filename, map_location=None):  # like load_from_http
+        return torch.load(files[filename], map_location=map_location)
+
+    CheckpointLoader.register_scheme('nfnetstest://', fake_download_and_load, force=True)
+    try:
+        secure_registered_schemes()
+        from mmengine.runner.checkpoint import _load_checkpoint
+        loaded = _load_checkpoint('nfnetstest://good', map_location='cpu')
+        _assert_same(loaded['state_dict'], safe_load(trained['ckpt'])['state_dict'])
+        with pytest.raises(UnsafeCheckpointError, match='nfnetstest://evil'):
+            _load_checkpoint('nfnetstest://evil', map_location='cpu')
+        assert not marker.exists()
+    finally:
+        CheckpointLoader._schemes.pop('nfnetstest://', None)
 
 
 class _StatsInjection:

@@ -20,8 +20,9 @@ Anything else (``os.system``, arbitrary classes ...) is refused with
 Importing this module registers :func:`load_from_local_safe` as MMEngine's loader for
 local paths (``CheckpointLoader`` prefix ``''``), so ``Runner(load_from=...)``,
 ``Runner(resume=True)``, ``mmengine.runner.load_checkpoint`` and ``init_cfg=dict(
-type='Pretrained', checkpoint=<local file>)`` all load safely.  Remote schemes keep
-MMEngine's loaders.
+type='Pretrained', checkpoint=<local file>)`` all load safely.  MMEngine's remote
+schemes (``http(s)://``, ``open-mmlab://`` ...) keep their download logic, wrapped so
+that their ``torch.load`` sees the same allowlist (:func:`secure_registered_schemes`).
 """
 import os
 import os.path as osp
@@ -35,7 +36,7 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
 __all__ = ['ALLOWLIST', 'UnsafeCheckpointError', 'safe_load', 'load_from_local_safe',
-           'allowlisted_names']
+           'allowlisted_names', 'make_safe_loader', 'secure_registered_schemes']
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
 
@@ -192,10 +193,18 @@ def safe_load(f: Union[str, os.PathLike, Any], map_location: Any = None) -> Any:
         UnsafeCheckpointError: The file holds a global outside the allowlist.  Nothing
             from it is executed.
     """
+    return _load_with_allowlist(
+        f, lambda: torch.load(f, map_location=map_location, weights_only=True))
+
+
+def _load_with_allowlist(f: Any, load: Callable[[], Any]) -> Any:
+    """Run ``load`` (which calls ``torch.load`` with ``weights_only=True``, explicitly
+    or by torch's default) with :data:`ALLOWLIST` active, turning refusals into
+    :class:`UnsafeCheckpointError`."""
     stats_before = dict(HistoryBuffer._statistics_methods)
     try:
         with torch.serialization.safe_globals(_missing_safe_globals()):
-            checkpoint = torch.load(f, map_location=map_location, weights_only=True)
+            checkpoint = load()
     except pickle.UnpicklingError as e:
         raise _unsafe_error(f, str(e)) from None
     _check_history_buffer_methods(f, stats_before)
@@ -229,4 +238,31 @@ def load_from_local_safe(filename: str, map_location: Any = None) -> Any:
     return safe_load(filename, map_location=map_location)
 
 
-CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_safe, force=True)
+def make_safe_loader(loader: Callable) -> Callable:
+    """Wrap an MMEngine scheme loader (``http://``, ``open-mmlab://`` ...) so that the
+    ``torch.load`` inside it (weights-only by torch's default) sees :data:`ALLOWLIST`
+    and refusals become :class:`UnsafeCheckpointError`."""
+    if getattr(loader, '_nfnets_mm_safe', False):
+        return loader
+
+    def safe_scheme_loader(filename: str, map_location: Any = None) -> Any:
+        return _load_with_allowlist(filename, lambda: loader(filename, map_location))
+
+    safe_scheme_loader._nfnets_mm_safe = True
+    safe_scheme_loader.__doc__ = f'{getattr(loader, "__name__", loader)} with the allowlist.'
+    return safe_scheme_loader
+
+
+def secure_registered_schemes() -> None:
+    """Make every MMEngine checkpoint scheme load with the allowlist: local files through
+    :func:`load_from_local_safe`, remote schemes through their own loader wrapped by
+    :func:`make_safe_loader`.  Idempotent; called at import."""
+    for prefix, loader in list(CheckpointLoader._schemes.items()):
+        if prefix and not getattr(loader, '_nfnets_mm_safe', False):
+            CheckpointLoader.register_scheme(prefixes=prefix, loader=make_safe_loader(loader),
+                                             force=True)
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_safe, force=True)
+
+
+load_from_local_safe._nfnets_mm_safe = True
+secure_registered_schemes()
