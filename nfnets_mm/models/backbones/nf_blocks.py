@@ -42,7 +42,16 @@ class _NFResidualBase(BaseModule):
         if self.normalized and hasattr(last_conv, 'norm'):
             nn.init.zeros_(last_conv.norm.weight)
 
+    def _pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """``act(x) / beta``: the normalized input of the branch (and of a transition
+        block's shortcut)."""
+        out = self.pre_act(x)
+        return out if self.beta == 1.0 else out * (1.0 / self.beta)
+
     def _merge(self, branch: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """SE (if any) -> stochastic depth -> x skip_gain x alpha, plus the shortcut."""
+        if self.se is not None:
+            branch = self.se(branch)
         branch = self.drop_path(branch)
         if self.skip_gain is not None:
             branch = branch * self.skip_gain
@@ -117,16 +126,12 @@ class NFNetBlock(_NFResidualBase):
         self._zero_init_last_norm(self.conv3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.pre_act(x)
-        if self.beta != 1.0:
-            out = out * (1.0 / self.beta)
+        out = self._pre_activation(x)
         shortcut = self.shortcut_conv(self.shortcut_pool(out)) if self.has_shortcut_conv else x
         out = self.conv1(out)
         out = self.conv2(self.act1(out))
         out = self.conv2b(self.act2(out))
         out = self.conv3(self.act2b(out))
-        if self.se is not None:
-            out = self.se(out)
         return self._merge(out, shortcut)
 
 
@@ -169,13 +174,9 @@ class NFResNetBottleneck(_NFResidualBase):
         self._zero_init_last_norm(self.conv3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.pre_act(x)
-        if self.beta != 1.0:
-            out = out * (1.0 / self.beta)
+        out = self._pre_activation(x)
         shortcut = self.shortcut_conv(out) if self.has_shortcut_conv else x
         out = self.conv1(out)
         out = self.conv2(self.act1(out))
         out = self.conv3(self.act2(out))
-        if self.se is not None:
-            out = self.se(out)
         return self._merge(out, shortcut)
