@@ -96,8 +96,9 @@ else
     else
         step "reusing cached mmcv wheel from $WHEEL_DIR"
     fi
+    # mmcv's runtime requirements (mmengine among them) first, then the wheel itself.
+    "${PIP[@]}" install -q -c "$CONSTRAINTS" mmengine addict packaging pillow pyyaml yapf opencv-python
     "${PIP[@]}" install -q --no-deps --force-reinstall --no-cache-dir "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl
-    "${PIP[@]}" install -q -c "$CONSTRAINTS" addict packaging pillow pyyaml yapf opencv-python
     mmcv_ok || die "mmcv $MMCV_VERSION imports but its compiled ops do not work"
 fi
 
