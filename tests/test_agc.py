@@ -457,7 +457,7 @@ def test_fnmatch_patterns_exclude_several():
     model = make_model()
     wrapper = build_optim_wrapper(model, agc_cfg(exclude=['head.fc.*', '*.skip_gain']))
     excluded = {n for g in wrapper.optimizer.param_groups if g['agc'] is False
-                for n, p in model.named_parameters() if p is g['params'][0]}
+                for n, p in model.named_parameters() if any(p is q for q in g['params'])}
     assert excluded == {'head.fc.weight', 'head.fc.bias', 'block.skip_gain'}
     assert {id(p) for p in wrapper.agc_params()}.isdisjoint(
         {id(p) for n, p in model.named_parameters() if n in excluded})
@@ -592,3 +592,20 @@ def test_agc_prevents_divergence_at_large_lr():
     assert len(clipped.losses) == 12
     assert max(clipped.losses) <= 1.5 * clipped.losses[0]
     assert clipped.losses[-1] < 0.5 * clipped.losses[0]
+
+
+def test_constructor_merges_groups_with_equal_options():
+    """One group per distinct option set (not per parameter), options preserved."""
+    model = make_model()
+    names = {id(p): n for n, p in model.named_parameters()}
+    wrapper = build_optim_wrapper(model, agc_cfg())
+    groups = wrapper.optimizer.param_groups
+    options = [tuple(sorted((k, repr(v)) for k, v in g.items() if k != 'params'))
+               for g in groups]
+    assert len(set(options)) == len(groups) < len(names)
+    seen = [names[id(p)] for g in groups for p in g['params']]
+    assert sorted(seen) == sorted(names.values())  # every parameter exactly once
+    by_name = {names[id(p)]: g for g in groups for p in g['params']}
+    assert by_name['head.fc.weight']['agc'] is False
+    assert by_name['head.fc.weight']['weight_decay'] == 2e-5
+    assert by_name['block.skip_gain']['weight_decay'] == 0.0

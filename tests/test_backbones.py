@@ -195,3 +195,40 @@ def test_flops_match_table3(arch):
     result = nfnet_complexity(arch)
     expected = TABLE3[arch]['flops'] * 1e9
     assert abs(result['flops'] - expected) / expected < 0.02, result['flops']
+
+
+@pytest.mark.parametrize('size', [64, 63])
+def test_nf_resnet_avg_down_changes_only_strided_shortcuts(size):
+    """avg_down=True swaps the stride-2 1x1 shortcut conv for a parameter-free 2x2 avg pool
+    (ceil_mode, count_include_pad=False) + stride-1 1x1 conv; nothing else changes."""
+    torch.manual_seed(0)
+    strided = NFResNet(depth=26, out_indices=(0, 1, 2, 3), skipinit_value=0.5).eval()
+    pooled = NFResNet(depth=26, out_indices=(0, 1, 2, 3), skipinit_value=0.5,
+                      avg_down=True).eval()
+    # same parameters, same names and shapes: the checkpoints are interchangeable
+    assert {k: v.shape for k, v in strided.state_dict().items()} == \
+        {k: v.shape for k, v in pooled.state_dict().items()}
+    assert count_params(strided) == count_params(pooled)
+    pooled.load_state_dict(strided.state_dict(), strict=True)
+    for stage_s, stage_p in zip(strided.stages, pooled.stages):
+        for block_s, block_p in zip(stage_s, stage_p):
+            if not block_p.has_shortcut_conv:
+                continue
+            pool = block_p.shortcut_pool
+            if block_p.stride > 1:
+                assert isinstance(pool, nn.AvgPool2d)
+                assert (pool.kernel_size, pool.stride) == (2, 2)
+                assert pool.ceil_mode and not pool.count_include_pad
+                assert block_p.shortcut_conv.stride == (1, 1)
+                assert block_s.shortcut_conv.stride == (2, 2)
+            else:
+                assert isinstance(pool, nn.Identity)
+                assert block_p.shortcut_conv.stride == block_s.shortcut_conv.stride == (1, 1)
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        outs_s, outs_p = strided(x), pooled(x)
+    assert [o.shape for o in outs_s] == [o.shape for o in outs_p]
+    # stage 0 (stride 1) is unchanged; every later stage starts with a strided shortcut
+    torch.testing.assert_close(outs_p[0], outs_s[0], rtol=0, atol=0)
+    for out_s, out_p in zip(outs_s[1:], outs_p[1:]):
+        assert (out_p - out_s).abs().max() > 1e-3 * out_s.abs().max()

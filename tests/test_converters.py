@@ -1,7 +1,7 @@
 """Checkpoint converters: DeepMind Haiku pickles and timm state dicts -> MMPretrain.
 
-(a) timm ``dm_nfnet_f0`` / ``nfnet_l0`` with random weights convert exactly; timm's
-    ``nf_resnet26`` converts only up to its first stage (documented shortcut mismatch).
+(a) timm ``dm_nfnet_f0`` / ``nfnet_l0`` / ``nf_resnet26`` with random weights convert
+    exactly (``nf_resnet*`` into ``NFResNet(avg_down=True)``).
 (b) a DeepMind-format file round-trips with every tensor placed once, in every container.
 (c) an independent NumPy forward of DeepMind's NFNet matches the converted model.
 (d) a malicious pickle is refused without running its payload.
@@ -115,32 +115,37 @@ def test_timm_nfnet_l0_gamma_folding(tmp_path):
         _assert_close_scaled(ours(x, mode='tensor'), model_t(x), 1e-5)
 
 
-def test_timm_nf_resnet26_matches_only_up_to_first_stage(tmp_path, capsys):
-    """timm's NF-ResNet shortcut is avg-pool + 1x1 conv on strided transitions; ours (like
-    DeepMind's) is a strided 1x1 conv.  Refused by default; with --allow-mismatch the stem
-    and stage 0 (stride 1, no pool) match exactly and stage 1 does not."""
+@pytest.mark.parametrize('size', [64, 63])
+def test_timm_nf_resnet26_logits_match(tmp_path, size):
+    """timm's NF-ResNet strided shortcut (2x2 avg pool with ceil_mode and
+    count_include_pad=False, then a 1x1 conv) is ``NFResNet(avg_down=True)``; timm keeps
+    the ReLU gamma in its convs and has no skip gains.  An odd input size makes the pools
+    see partial windows (ceil_mode)."""
     torch.manual_seed(0)
     model_t = timm.create_model('nf_resnet26', pretrained=False).eval()
     _randomize_timm(model_t, seed=3)
     src, dst = tmp_path / 'r26.pth', tmp_path / 'r26_mm.pth'
     torch.save({'model': model_t.state_dict()}, src)
-    assert timm_conv.main([str(src), str(dst)]) == 1
-    assert 'average pool' in capsys.readouterr().err and not dst.exists()
-    assert timm_conv.main([str(src), str(dst), '--allow-mismatch']) == 0
+    assert timm_conv.main([str(src), str(dst)]) == 0
     ckpt = torch.load(dst, map_location='cpu', weights_only=True)
-    assert ckpt['meta']['exact'] is False
-    cfg = ckpt['meta']['model']
-    assert cfg['backbone']['depth'] == 26 and cfg['backbone']['act_cfg'] == dict(type='ReLU')
-    cfg['backbone']['out_indices'] = (0, 1, 2, 3)
-    ours = MODELS.build(cfg).eval()
+    assert ckpt['meta']['exact'] is True
+    backbone = ckpt['meta']['model']['backbone']
+    assert backbone['depth'] == 26 and backbone['act_cfg'] == dict(type='ReLU')
+    assert backbone['avg_down'] is True
+    ours = MODELS.build(ckpt['meta']['model']).eval()
     ours.load_state_dict(ckpt['state_dict'], strict=True)
-    x = torch.randn(1, 3, 64, 64)
+    assert isinstance(ours.backbone.stages[1][0].shortcut_pool, torch.nn.AvgPool2d)
+    assert all(m.skip_gain.item() == 1.0 for stage in ours.backbone.stages for m in stage)
+    x = torch.randn(1, 3, size, size)
     with torch.no_grad():
-        feats = ours.backbone(x)
-        stage0_t = model_t.stages[0](model_t.stem(x))
-        stage1_t = model_t.stages[1](stage0_t)
-    _assert_close_scaled(feats[0], stage0_t, 1e-5)
-    assert (feats[1] - stage1_t).abs().max() > 1e-2 * stage1_t.abs().max()
+        _assert_close_scaled(ours(x, mode='tensor'), model_t(x), 1e-5)
+        # the same weights with DeepMind's strided-conv shortcut give different logits
+        cfg = ckpt['meta']['model']
+        cfg['backbone']['avg_down'] = False
+        strided = MODELS.build(cfg).eval()
+        strided.load_state_dict(ckpt['state_dict'], strict=True)
+        logits_t = model_t(x)
+        assert (strided(x, mode='tensor') - logits_t).abs().max() > 1e-3 * logits_t.abs().max()
 
 
 @pytest.mark.parametrize('bad_key,message', [

@@ -1,33 +1,19 @@
-# NFNet-F0: fine-tuning on ImageNet after pre-training (NFNet paper Sec. 6.2, Table 4):
-# all layers, batch 2048, lr 0.1 cosine, 15,000 iterations, at 384 px.
-# Other resolutions: f0_finetune_imagenet.py, f0_finetune-320px_imagenet.py.
+# NFNet-F0: fine-tuning on ImageNet (NFNet paper Sec. 6.2, Table 4) at 384 px:
+# ./f0_finetune_imagenet.py (224 px; how to point it at the pre-trained weights) re-sized.
 #
-# The backbone starts from a pre-trained checkpoint (an ImageClassifier checkpoint, e.g.
-# one written by tools/train.py, or a converted one): its 'backbone.*' weights are loaded,
-# the classifier is new (1000 ImageNet classes). Point it at yours:
 #   bash tools/dist_train.sh configs/nfnet/f0_finetune-384px_imagenet.py 8 \
 #       --cfg-options model.backbone.init_cfg.checkpoint=path/to/pretrained.pth
-# (or use load_from=path/to/pretrained.pth to load the whole model: MMEngine then skips
-# and reports the head weights whose shapes differ).
 _base_ = ['./f0_finetune_imagenet.py']
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
+import copy  # noqa: E402
 
-# Fine-tune and evaluate at 384 px (eval: resize 416 + centre crop, as the recipe's eval).
+# Fine-tune and evaluate at 384 px (eval: resize 416 + centre crop, as the recipe's eval):
+# the base's 224 px pipelines, re-sized (mmengine does not re-evaluate base variables).
 finetune_size = 384
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=finetune_size, crop_ratio_range=(0.08, 1.0),
-         aspect_ratio_range=(3. / 4., 4. / 3.), backend='pillow', interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=finetune_size + 32, edge='short', backend='pillow',
-         interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=finetune_size),
-    dict(type='PackInputs'),
-]
-train_dataloader = dict(batch_size=256, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
+train_pipeline = copy.deepcopy(_base_.train_pipeline)
+train_pipeline[1].scale = finetune_size  # RandomResizedCrop
+test_pipeline = copy.deepcopy(_base_.test_pipeline)
+test_pipeline[1].scale = finetune_size + 32  # ResizeEdge (short side)
+test_pipeline[2].crop_size = finetune_size  # CenterCrop
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+val_dataloader = test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

@@ -20,28 +20,8 @@ model = dict(
     head=dict(in_channels=3072, dropout_rate=0.2),
 )
 
-train_size, test_size, ra_magnitude = 192, 256, 5
-bgr_pad = [104, 116, 124]
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=train_size, crop_ratio_range=(0.08, 1.0),
-         aspect_ratio_range=(3. / 4., 4. / 3.), backend='pillow', interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandAugment', policies='timm_increasing', num_policies=4, total_level=10,
-         magnitude_level=ra_magnitude, magnitude_std=0.,
-         hparams=dict(pad_val=bgr_pad, interpolation='bicubic')),
-    dict(type='PackInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=test_size + 32, edge='short', backend='pillow',
-         interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=test_size),
-    dict(type='PackInputs'),
-]
-train_dataloader = dict(batch_size=512, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
+# F0's sizes are the dataset base's (_base_/datasets/imagenet_nfnet.py): train 192 px,
+# test 256 px, RandAugment magnitude 5; the other variants restate its pipelines.
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100),

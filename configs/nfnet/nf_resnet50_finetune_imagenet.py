@@ -1,20 +1,11 @@
 # NF-ResNet-50: fine-tuning on ImageNet after pre-training (NFNet paper Sec. 6.2, Table 4):
-# all layers, batch 2048, lr 0.1 cosine, 15,000 iterations, at 224 px.
-# Other resolutions: nf_resnet50_finetune-320px_imagenet.py, nf_resnet50_finetune-384px_imagenet.py.
+# ./f0_finetune_imagenet.py (all layers, batch 2048, lr 0.1 cosine, 15,000 iterations,
+# 224 px) with an NF-ResNet-50 backbone.
+# Other resolutions: nf_resnet50_finetune-{320,384}px_imagenet.py.
 #
-# The backbone starts from a pre-trained checkpoint (an ImageClassifier checkpoint, e.g.
-# one written by tools/train.py, or a converted one): its 'backbone.*' weights are loaded,
-# the classifier is new (1000 ImageNet classes). Point it at yours:
 #   bash tools/dist_train.sh configs/nfnet/nf_resnet50_finetune_imagenet.py 8 \
 #       --cfg-options model.backbone.init_cfg.checkpoint=path/to/pretrained.pth
-# (or use load_from=path/to/pretrained.pth to load the whole model: MMEngine then skips
-# and reports the head weights whose shapes differ).
-_base_ = [
-    '../_base_/models/nfnet_f0.py',
-    '../_base_/datasets/imagenet_nfnet.py',
-    '../_base_/schedules/nfnet_finetune_bs2048_15k.py',
-    'mmpretrain::_base_/default_runtime.py',
-]
+_base_ = ['./f0_finetune_imagenet.py']
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
 
 pretrained = 'checkpoints/nf-resnet50_pretrained.pth'
@@ -23,33 +14,4 @@ model = dict(
         _delete_=True, type='NFResNet', depth=50, drop_path_rate=0.1,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     head=dict(in_channels=2048, dropout_rate=0.25),
-    # Fine-tuning uses no MixUp / CutMix (the paper describes none for it).
-    train_cfg=None,
 )
-
-# Fine-tune and evaluate at 224 px (eval: resize 256 + centre crop, as the recipe's eval).
-finetune_size = 224
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=finetune_size, crop_ratio_range=(0.08, 1.0),
-         aspect_ratio_range=(3. / 4., 4. / 3.), backend='pillow', interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=finetune_size + 32, edge='short', backend='pillow',
-         interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=finetune_size),
-    dict(type='PackInputs'),
-]
-train_dataloader = dict(batch_size=256, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
-
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000, max_keep_ckpts=3,
-                    save_best='auto'),
-)
-log_processor = dict(by_epoch=False)

@@ -17,11 +17,13 @@ Supported timm families (detected from the state dict):
   not follow an activation (``stem.conv1`` and ``final_conv``) by gamma and divides the
   classifier weight by gamma; the result is exact.  GELU is assumed for F-shaped models
   and SiLU for ``nfnet_l0``-shaped ones; pass ``--act`` otherwise.
-* ``nf_resnet*`` / ``nf_seresnet*``: **not exact**.  timm's NF-ResNets use a "ResNet-D"
-  shortcut on strided transition blocks (2x2 average pool, then a 1x1 conv), whereas
-  our ``NFResNet`` (like DeepMind's) uses a strided 1x1 conv.  Shapes agree, the stem
-  and the first stage compute the same function, later stages do not.  Refused unless
-  ``--allow-mismatch`` is given (e.g. to use the weights as a fine-tuning init).
+* ``nf_resnet*`` / ``nf_seresnet*``: timm's NF-ResNets take the shortcut of strided
+  transition blocks through a 2x2 average pool (``ceil_mode``, ``count_include_pad=False``)
+  and a stride-1 1x1 conv ("ResNet-D"), so they load exactly into
+  ``NFResNet(depth, avg_down=True, act_cfg=dict(type='ReLU'), ws_eps=1e-5,
+  ws_eps_mode='add')``.  Like ``nfnet_f*`` they have no skip gains (ours become 1) and keep
+  the ReLU gamma inside their convs, so gamma is folded into ``stem.conv`` and out of the
+  classifier weight.
 
 Refused with an explanation: ECA attention (``eca_nfnet_*``, ``nf_ecaresnet*``),
 NF-RegNets (``nf_regnet_*``) and anything else.
@@ -61,13 +63,6 @@ _RE_BLOCK = re.compile(r'^stages\.(\d+)\.(\d+)\.(conv1|conv2|conv2b|conv3|downsa
 _RE_SKIP = re.compile(r'^stages\.(\d+)\.(\d+)\.skipinit_gain$')
 _RE_FINAL = re.compile(r'^final_conv\.(weight|bias|gain)$')
 _RE_HEAD = re.compile(r'^head\.fc\.(weight|bias)$')
-
-_NF_RESNET_MISMATCH = (
-    "timm's NF-ResNet transition blocks with stride 2 take the shortcut through a 2x2 "
-    'average pool followed by a 1x1 conv ("ResNet-D" avg-down), while nfnets_mm NFResNet '
-    "(like DeepMind's NF-ResNet) uses a 1x1 conv with stride 2. The tensors have the same "
-    'shapes and the stem and first stage compute the same function, but stages 2-4 do not, '
-    'so the converted model is not equivalent')
 
 
 class ConversionError(ValueError):
@@ -109,8 +104,7 @@ def detect_family(sd: Dict[str, torch.Tensor]) -> str:
     if any('.attn_last.conv.' in k for k in keys):
         raise ConversionError('ECA attention found (timm eca_nfnet_* / nf_ecaresnet*); '
                               'our NFNet/NFResNet only have squeeze-excite. Supported: '
-                              'dm_nfnet_f*, nfnet_f*, nfnet_l0, nf_resnet*/nf_seresnet* '
-                              '(inexact).')
+                              'dm_nfnet_f*, nfnet_f*, nfnet_l0, nf_resnet*/nf_seresnet*.')
     if any(re.match(r'^stages\.\d+\.\d+\.attn\.', k) for k in keys):
         raise ConversionError('attention between conv2 and conv3 found (timm nf_regnet_*); '
                               'NF-RegNets are not implemented in nfnets_mm. Supported: '
@@ -359,17 +353,17 @@ def target_shapes(cfg: dict) -> 'OrderedDict[str, Tuple[int, ...]]':
     return OrderedDict((k, tuple(v.shape)) for k, v in model.state_dict().items())
 
 
-def convert_state_dict(sd: Dict[str, torch.Tensor], act: Optional[str] = None,
-                       allow_mismatch: bool = False
+def convert_state_dict(sd: Dict[str, torch.Tensor], act: Optional[str] = None
                        ) -> Tuple['OrderedDict[str, torch.Tensor]', dict]:
     """Convert a timm state dict; returns ``(state_dict, meta)``.
 
     ``meta['model']`` is the MMPretrain model config the state dict loads into and
-    ``meta['exact']`` says whether that model computes the same function as timm's.
+    ``meta['exact']`` says whether that model computes the same function as timm's
+    (always True: unsupported models are refused).
     """
     from nfnets_mm.models.layers import ACT_GAMMAS
     family = detect_family(sd)
-    exact, notes = True, []
+    notes: List[str] = []
     if act is not None and act not in ACTIVATIONS:
         raise ConversionError(f'unknown --act {act!r}; valid choices are '
                               f'{", ".join(ACTIVATIONS)}.')
@@ -394,13 +388,9 @@ def convert_state_dict(sd: Dict[str, torch.Tensor], act: Optional[str] = None,
         kwargs, num_classes, head_in = infer_nf_resnet(sd)
         flavor = 'nf_resnet'
         act = act or 'relu'
-        if not allow_mismatch:
-            raise ConversionError(_NF_RESNET_MISMATCH + '. Pass --allow-mismatch to convert '
-                                  'anyway.')
-        exact = False
-        notes.append(_NF_RESNET_MISMATCH + '.')
-        backbone = dict(type='NFResNet', act_cfg=ACTIVATIONS[act], ws_eps=1e-5,
-                        ws_eps_mode='add', padding='symmetric', **kwargs)
+        # timm's strided shortcuts: 2x2 avg pool (ceil_mode, no pad counting) + 1x1 conv.
+        backbone = dict(type='NFResNet', avg_down=True, act_cfg=ACTIVATIONS[act],
+                        ws_eps=1e-5, ws_eps_mode='add', padding='symmetric', **kwargs)
         gamma_in_conv = True
     gamma = ACT_GAMMAS[ACTIVATIONS[act]['type']]
     cfg = model_config(backbone, num_classes, head_in)
@@ -451,16 +441,15 @@ def convert_state_dict(sd: Dict[str, torch.Tensor], act: Optional[str] = None,
                                                    else '') + ' and the classifier weight.')
     meta = dict(converted_from=f'timm_{flavor}',
                 converter='tools/model_converters/timm_nfnet_to_mmpretrain.py',
-                num_classes=num_classes, model=cfg, exact=exact, notes=notes)
+                num_classes=num_classes, model=cfg, exact=True, notes=notes)
     return OrderedDict((k, state_dict[k]) for k in shapes), meta
 
 
-def convert(src: str, dst: str, force: bool = False, act: Optional[str] = None,
-            allow_mismatch: bool = False) -> dict:
+def convert(src: str, dst: str, force: bool = False, act: Optional[str] = None) -> dict:
     """Convert the timm checkpoint ``src`` into the MMPretrain checkpoint ``dst``."""
     if osp.exists(dst) and not force:
         raise FileExistsError(f'{dst!r} already exists; pass --force to overwrite it.')
-    state_dict, meta = convert_state_dict(load_timm_state_dict(src), act, allow_mismatch)
+    state_dict, meta = convert_state_dict(load_timm_state_dict(src), act)
     meta['source'] = osp.basename(src)
     out_dir = osp.dirname(osp.abspath(dst))
     os.makedirs(out_dir, exist_ok=True)
@@ -485,9 +474,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--act', choices=sorted(ACTIVATIONS), default=None,
                         help='activation of timm-trained (non-dm) models when it cannot be '
                         'inferred (gelu for nfnet_f*, silu for nfnet_l0, relu for nf_resnet*)')
-    parser.add_argument('--allow-mismatch', action='store_true',
-                        help='convert NF-ResNets although timm\'s avg-pool shortcut differs '
-                        'from ours (the result is not equivalent)')
     parser.add_argument('--force', action='store_true', help='overwrite dst if it exists')
     return parser.parse_args(argv)
 
@@ -495,7 +481,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        meta = convert(args.src, args.dst, args.force, args.act, args.allow_mismatch)
+        meta = convert(args.src, args.dst, args.force, args.act)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
@@ -504,8 +490,6 @@ def main(argv=None) -> int:
     print(f'model: {meta["model"]}')
     for note in meta['notes']:
         print(f'note: {note}')
-    if not meta['exact']:
-        print('warning: the converted model is NOT equivalent to the timm model.')
     return 0
 
 

@@ -2,7 +2,7 @@
 import copy
 import fnmatch
 import warnings
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch.nn as nn
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
@@ -20,6 +20,24 @@ NF_PARAMWISE_CFG = dict(
     })
 
 
+def merge_param_groups(groups: List[dict]) -> List[dict]:
+    """Merge per-parameter groups whose options (lr, weight decay, ``agc`` ...) are equal.
+
+    MMEngine's paramwise machinery makes one group per parameter (233 for NFNet-F0).
+    Optimizers run their multi-tensor kernels per group, so few large groups make
+    ``optimizer.step()`` much cheaper (and AGC's bucketing spans more tensors) while
+    every parameter keeps exactly its options.  Order: by first occurrence.
+    """
+    merged: Dict[Tuple, dict] = {}
+    for group in groups:
+        options = {k: v for k, v in group.items() if k != 'params'}
+        key = tuple(sorted((k, repr(v)) for k, v in options.items()))
+        if key not in merged:
+            merged[key] = dict(options, params=[])
+        merged[key]['params'].extend(group['params'])
+    return list(merged.values())
+
+
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class AGCOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """Builds per-parameter groups and marks the ones AGC must leave alone.
@@ -32,7 +50,8 @@ class AGCOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     Without a ``paramwise_cfg``, :data:`NF_PARAMWISE_CFG` is used: no weight decay on
     gains, skip gains, biases and norm layers.  Pass ``paramwise_cfg=dict()`` to decay
-    everything.
+    everything.  Parameters with identical options end up in one param group
+    (:func:`merge_param_groups`).
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
@@ -80,7 +99,7 @@ class AGCOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         groups: List[dict] = []
         self.add_params(groups, model)
         self._mark_groups(groups, model)
-        optimizer_cfg['params'] = groups
+        optimizer_cfg['params'] = merge_param_groups(groups)
         optimizer = OPTIMIZERS.build(optimizer_cfg)
         wrapper_cfg = copy.deepcopy(self.optim_wrapper_cfg)
         return OPTIM_WRAPPERS.build(wrapper_cfg, default_args=dict(optimizer=optimizer))

@@ -139,8 +139,29 @@ class NFResNetBottleneck(_NFResidualBase):
     """Pre-activation bottleneck of NF-ResNets (paper Sec. 3).
 
     ``act -> 1x1 conv -> act -> 3x3 conv (stride) -> act -> 1x1 conv [-> SE x2]
-    -> stochastic depth -> x skip_gain x alpha``, added to the shortcut (strided 1x1
-    conv on transitions, as in DeepMind's NF-ResNets).
+    -> stochastic depth -> x skip_gain x alpha``, added to the shortcut.  On transition
+    blocks the shortcut is a 1x1 conv of the pre-activated input: strided, as in
+    DeepMind's NF-ResNets, or with ``avg_down=True`` and ``stride > 1`` a parameter-free
+    ``stride x stride`` average pool (``ceil_mode=True, count_include_pad=False``)
+    followed by a stride-1 1x1 conv ("ResNet-D" down-sampling, as in MMPretrain's
+    ``ResNet(avg_down=True)`` and timm's ``nf_resnet*``).  Both variants have the same
+    parameters (``shortcut_conv.*``).
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+        stride (int): Stride of the 3x3 conv and of the shortcut.
+        beta (float): Expected std of the block input.
+        alpha (float): Residual scale. Defaults to 0.2.
+        expansion (int): ``mid_channels = out_channels // expansion``. Defaults to 4.
+        se_ratio (float): SE hidden width as a fraction of ``out_channels``; 0 disables SE.
+        drop_path_rate (float): Stochastic depth rate of this block.
+        avg_down (bool): Use an average pool + stride-1 conv instead of a strided conv
+            for the shortcut when ``stride > 1``. Defaults to False.
+        act_cfg (dict): Activation. Defaults to ReLU.
+        padding (str): ``'symmetric'`` or ``'same'``.
+        ws_eps, ws_eps_mode: See :class:`ScaledStdConv2d`.
+        norm_cfg (dict, optional): Build the normalized counterpart.
 
     Shapes:
         - input: :math:`(N, C_{in}, H, W)`; output: :math:`(N, C_{out}, H/s, W/s)`.
@@ -150,7 +171,8 @@ class NFResNetBottleneck(_NFResidualBase):
                  beta: float = 1.0, alpha: float = 0.2, expansion: int = 4,
                  se_ratio: float = 0., drop_path_rate: float = 0.,
                  drop_path_scale_by_keep: bool = False, skipinit_value: float = 0.,
-                 act_cfg: dict = dict(type='ReLU'), padding: str = 'symmetric',
+                 avg_down: bool = False, act_cfg: dict = dict(type='ReLU'),
+                 padding: str = 'symmetric',
                  ws_eps: float = 1e-4, ws_eps_mode: str = 'max',
                  norm_cfg: Optional[dict] = None, init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -165,17 +187,22 @@ class NFResNetBottleneck(_NFResidualBase):
         self.conv3 = build_nf_conv(mid_channels, out_channels, 1, **conv)
         self.se = (NFSqueezeExcite(out_channels, max(1, int(out_channels * se_ratio)))
                    if se_ratio > 0 else None)
+        self.avg_down = avg_down
         self.has_shortcut_conv = stride > 1 or in_channels != out_channels
         if self.has_shortcut_conv:
-            self.shortcut_conv = build_nf_conv(in_channels, out_channels, 1, stride=stride,
-                                               **conv)
+            pool_shortcut = avg_down and stride > 1
+            self.shortcut_pool = (
+                nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
+                if pool_shortcut else nn.Identity())
+            self.shortcut_conv = build_nf_conv(in_channels, out_channels, 1,
+                                               stride=1 if pool_shortcut else stride, **conv)
         self._init_residual_scaling(beta, alpha, skipinit_value, drop_path_rate,
                                     drop_path_scale_by_keep, norm_cfg)
         self._zero_init_last_norm(self.conv3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self._pre_activation(x)
-        shortcut = self.shortcut_conv(out) if self.has_shortcut_conv else x
+        shortcut = self.shortcut_conv(self.shortcut_pool(out)) if self.has_shortcut_conv else x
         out = self.conv1(out)
         out = self.conv2(self.act1(out))
         out = self.conv3(self.act2(out))

@@ -34,6 +34,11 @@ class NFResNet(NFBackboneBase):
         depth (int): One of 26, 50, 101, 152, 200.
         width_multiplier (int): Scales 64/128/256/512 mid widths (``out = 4 * mid``).
         se_ratio (float): SE hidden ratio; 0 (default) disables SE.
+        avg_down (bool): Down-sample the shortcut of strided transition blocks with a
+            2x2 average pool (``ceil_mode=True, count_include_pad=False``) followed by a
+            stride-1 1x1 conv, as MMPretrain's ``ResNet(avg_down=True)`` ("ResNet-D")
+            and timm's ``nf_resnet*`` do, instead of a stride-2 1x1 conv (DeepMind's
+            NF-ResNet).  Same parameters and shapes either way. Defaults to False.
         Others: as :class:`NFNet` (``act_cfg`` defaults to ReLU).
     """
 
@@ -59,6 +64,7 @@ class NFResNet(NFBackboneBase):
                  drop_path_rate: float = 0.1,
                  drop_path_scale_by_keep: bool = False,
                  skipinit_value: float = 0.,
+                 avg_down: bool = False,
                  padding: str = 'symmetric',
                  ws_eps: float = 1e-4,
                  ws_eps_mode: str = 'max',
@@ -70,6 +76,7 @@ class NFResNet(NFBackboneBase):
             raise KeyError(f'Invalid depth {depth} for NFResNet; valid depths are '
                            f'{", ".join(str(d) for d in self.arch_settings)}.')
         self.depth = depth
+        self.avg_down = avg_down
         conv = dict(padding=padding, ws_eps=ws_eps, ws_eps_mode=ws_eps_mode, norm_cfg=norm_cfg)
         if padding == 'same':
             pool = MaxPool2dSame(3, 2)
@@ -79,7 +86,8 @@ class NFResNet(NFBackboneBase):
             OrderedDict(conv=build_nf_conv(in_channels, stem_channels, 7, 2, **conv), pool=pool))
         widths = [c * 4 * width_multiplier for c in (64, 128, 256, 512)]
         block_kwargs = dict(se_ratio=se_ratio, drop_path_scale_by_keep=drop_path_scale_by_keep,
-                            skipinit_value=skipinit_value, act_cfg=act_cfg, **conv)
+                            skipinit_value=skipinit_value, avg_down=avg_down,
+                            act_cfg=act_cfg, **conv)
         self.stages, self.stage_channels = make_stages(
             NFResNetBottleneck, stem_channels, self.arch_settings[depth], widths, [1, 2, 2, 2],
             alpha, drop_path_rate, block_kwargs)
