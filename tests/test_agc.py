@@ -609,3 +609,24 @@ def test_constructor_merges_groups_with_equal_options():
     assert by_name['head.fc.weight']['agc'] is False
     assert by_name['head.fc.weight']['weight_decay'] == 2e-5
     assert by_name['block.skip_gain']['weight_decay'] == 0.0
+
+
+def test_stacked_same_shape_path_equals_per_tensor_path():
+    """The launch-saving GPU strategy (stack equal shapes) gives the same result."""
+    from nfnets_mm.engine.optim_wrappers.agc import adaptive_clip_grad_
+    torch.manual_seed(3)
+    shapes = [(8, 4, 3, 3), (8, 4, 3, 3), (6, 5), (8, 4, 3, 3), (6, 5), (7, ), (), (3, 1, 1, 1)]
+    params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    grads = [torch.randn(s) * (0.001 if i % 2 else 1.0) for i, s in enumerate(shapes)]
+    results = []
+    for stack in (False, True):
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        stats = adaptive_clip_grad_(params, clipping=0.01, stack_same_shapes=stack)
+        results.append(([p.grad.clone() for p in params], stats))
+    (per_tensor, s0), (stacked, s1) = results
+    for a, b in zip(per_tensor, stacked):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert int(s0.clipped_units) == int(s1.clipped_units) and s0.total_units == s1.total_units
+    assert 0 < int(s0.clipped_units) < s0.total_units
+    torch.testing.assert_close(s0.mean_factor, s1.mean_factor)
