@@ -1,4 +1,4 @@
-"""Plot the training curves MMEngine logged, at the end of a run."""
+"""Plot the training curves MMEngine logged, at the end of training."""
 import json
 import math
 import os.path as osp
@@ -47,7 +47,9 @@ def read_scalars(path: str) -> Tuple[Series, Series]:
 
 @HOOKS.register_module()
 class PlotCurveHook(Hook):
-    """Save a PNG of the logged training curves after the run (rank 0 only).
+    """Save a PNG of the logged training curves when training ends.
+
+    Rank 0 only; test-only runs plot nothing.
 
     It reads the ``scalars.json`` that MMEngine's ``LocalVisBackend`` writes (so the
     visualizer must have one, as the default runtimes do) and draws one panel per
@@ -96,7 +98,7 @@ class PlotCurveHook(Hook):
         return keys
 
     @master_only
-    def after_run(self, runner) -> None:
+    def after_train(self, runner) -> None:
         path = self.scalars_path(runner)
         if path is None or not osp.isfile(path):
             runner.logger.warning('PlotCurveHook: no scalars.json found (is a '
