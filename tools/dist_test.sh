@@ -14,8 +14,12 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
 TOOLS_DIR=$(cd "$(dirname "$0")" && pwd)
+# The checkout's virtual environment (tools/setup_env.sh) unless PYTHON says otherwise.
+if [ -z "${PYTHON:-}" ] && [ -x "$TOOLS_DIR/../.venv/bin/python" ]; then
+    PYTHON="$TOOLS_DIR/../.venv/bin/python"
+fi
+PYTHON=${PYTHON:-python}
 
 "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \

@@ -17,8 +17,12 @@ GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
-PYTHON=${PYTHON:-python}
 TOOLS_DIR=$(cd "$(dirname "$0")" && pwd)
+# The checkout's virtual environment (tools/setup_env.sh) unless PYTHON says otherwise.
+if [ -z "${PYTHON:-}" ] && [ -x "$TOOLS_DIR/../.venv/bin/python" ]; then
+    PYTHON="$TOOLS_DIR/../.venv/bin/python"
+fi
+PYTHON=${PYTHON:-python}
 
 # shellcheck disable=SC2086
 srun -p "$PARTITION" \
