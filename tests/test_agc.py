@@ -430,7 +430,10 @@ def test_custom_keys_exclusion_path():
     for constructor, clip_extra in (('DefaultOptimWrapperConstructor', {}),
                                     ('AGCOptimWrapperConstructor', dict(exclude=[]))):
         model = make_model()
-        ref = ReferenceTrainer(model, clipping, 0.05, 2e-5, no_decay=())
+        # MMEngine's default constructor decays everything; ours keeps the NF no-decay
+        # rules next to the user's custom_keys.
+        no_decay = () if constructor == 'DefaultOptimWrapperConstructor' else NO_DECAY
+        ref = ReferenceTrainer(model, clipping, 0.05, 2e-5, no_decay=no_decay)
         cfg = agc_cfg(clipping, 0.05, 2e-5, **clip_extra)
         cfg['constructor'] = constructor
         cfg['paramwise_cfg'] = dict(custom_keys={'head.fc.weight': dict(agc=False)})
@@ -438,7 +441,7 @@ def test_custom_keys_exclusion_path():
             warnings.simplefilter('error', UserWarning)  # nothing to warn about here
             wrapper = build_optim_wrapper(model, cfg)
         flags = {n: g.get('agc', True) for g in wrapper.optimizer.param_groups
-                 for n, p in model.named_parameters() if p is g['params'][0]}
+                 for n, p in model.named_parameters() if any(p is q for q in g['params'])}
         assert flags['head.fc.weight'] is False
         assert all(v for n, v in flags.items() if n != 'head.fc.weight')
         batch = make_batch(3)
@@ -630,3 +633,15 @@ def test_stacked_same_shape_path_equals_per_tensor_path():
     assert int(s0.clipped_units) == int(s1.clipped_units) and s0.total_units == s1.total_units
     assert 0 < int(s0.clipped_units) < s0.total_units
     torch.testing.assert_close(s0.mean_factor, s1.mean_factor)
+
+
+def test_nf_no_decay_defaults_can_be_dropped():
+    model = make_model()
+    names = {id(p): n for n, p in model.named_parameters()}
+    cfg = agc_cfg()
+    cfg['paramwise_cfg'] = dict(nf_no_decay=False)
+    wrapper = build_optim_wrapper(model, cfg)
+    decay = {names[id(p)]: g['weight_decay'] for g in wrapper.optimizer.param_groups
+             for p in g['params']}
+    assert set(decay.values()) == {2e-5}
+    assert 'block.skip_gain' in decay and 'head.fc.bias' in decay

@@ -133,3 +133,17 @@ def test_stochastic_depth_per_sample_without_rescale():
     assert torch.equal(sd.eval()(x), x)
     with pytest.raises(ValueError, match='drop_rate'):
         StochasticDepth(1.0)
+
+
+def test_ws_cache_survives_leaving_inference_mode():
+    """A frozen eval model used under inference_mode, then with autograd (Grad-CAM,
+    adversarial inputs): the cached weight must not be an inference tensor."""
+    conv = ScaledStdConv2d(3, 4, 3).eval().requires_grad_(False)
+    x = torch.randn(1, 3, 8, 8)
+    with torch.inference_mode():
+        expected = conv(x)
+    x.requires_grad_(True)
+    out = conv(x)
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    torch.testing.assert_close(out.detach(), expected)

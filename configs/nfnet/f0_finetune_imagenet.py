@@ -7,8 +7,9 @@
 # the classifier is new (1000 ImageNet classes). Point it at yours:
 #   bash tools/dist_train.sh configs/nfnet/f0_finetune_imagenet.py 8 \
 #       --cfg-options model.backbone.init_cfg.checkpoint=path/to/pretrained.pth
-# (or use load_from=path/to/pretrained.pth to load the whole model: MMEngine then skips
-# and reports the head weights whose shapes differ).
+# (or load the whole model with `model.backbone.init_cfg=None load_from=path/to/ckpt.pth`:
+# MMEngine then skips and reports the head weights whose shapes differ; init_cfg must be
+# cleared, since the runner initialises the model before it applies load_from).
 _base_ = [
     '../_base_/models/nfnet_f0.py',
     '../_base_/datasets/imagenet_nfnet.py',

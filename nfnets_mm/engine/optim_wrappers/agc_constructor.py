@@ -20,6 +20,23 @@ NF_PARAMWISE_CFG = dict(
     })
 
 
+def nf_paramwise_cfg(paramwise_cfg: Optional[dict], has_decay: bool) -> dict:
+    """The user's ``paramwise_cfg`` merged over :data:`NF_PARAMWISE_CFG`.
+
+    User ``custom_keys`` are added to the NF ones (a user key matching a gain, skip gain or
+    bias takes precedence; give it ``decay_mult=0.`` to keep that parameter undecayed) and
+    other user options override.  ``nf_no_decay=False`` drops the NF defaults; without
+    weight decay there is nothing to exempt and they are not added either.
+    """
+    user = copy.deepcopy(dict(paramwise_cfg or {}))
+    if not user.pop('nf_no_decay', True) or not has_decay:
+        return user
+    merged = copy.deepcopy(NF_PARAMWISE_CFG)
+    merged['custom_keys'].update(user.pop('custom_keys', {}))
+    merged.update(user)
+    return merged
+
+
 def merge_param_groups(groups: List[dict]) -> List[dict]:
     """Merge per-parameter groups whose options (lr, weight decay, ``agc`` ...) are equal.
 
@@ -48,17 +65,16 @@ class AGCOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     pattern that matches no parameter is an error; the default matching nothing (e.g.
     in a detector) is a warning.
 
-    Without a ``paramwise_cfg``, :data:`NF_PARAMWISE_CFG` is used: no weight decay on
-    gains, skip gains, biases and norm layers.  Pass ``paramwise_cfg=dict()`` to decay
+    :data:`NF_PARAMWISE_CFG` (no weight decay on gains, skip gains, biases and norm
+    layers) is always applied, with a user ``paramwise_cfg`` merged over it
+    (:func:`nf_paramwise_cfg`); ``paramwise_cfg=dict(nf_no_decay=False)`` decays
     everything.  Parameters with identical options end up in one param group
     (:func:`merge_param_groups`).
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
-        if paramwise_cfg is None:
-            # No decay to exempt from when the optimizer has no weight decay.
-            has_decay = optim_wrapper_cfg.get('optimizer', {}).get('weight_decay')
-            paramwise_cfg = copy.deepcopy(NF_PARAMWISE_CFG) if has_decay else {}
+        has_decay = bool(optim_wrapper_cfg.get('optimizer', {}).get('weight_decay'))
+        paramwise_cfg = nf_paramwise_cfg(paramwise_cfg, has_decay)
         optim_wrapper_cfg = copy.deepcopy(optim_wrapper_cfg)
         optim_wrapper_cfg.setdefault('type', 'AGCOptimWrapper')
         super().__init__(optim_wrapper_cfg, paramwise_cfg)

@@ -103,6 +103,8 @@ class AGCMixin:
             clipped = clipped + stats.clipped_units
             factor_sum = factor_sum + stats.mean_factor * stats.total_units
             total += stats.total_units
+        # Reading the two statistics back is one host sync per update, like the loss
+        # logging MMEngine's models already do every iteration; log_stats=False skips it.
         if self.agc_cfg['log_stats'] and total:
             self.message_hub.update_scalar('train/agc_clip_fraction',
                                            float(clipped) / total)

@@ -130,8 +130,11 @@ class ScaledStdConv2d(nn.Conv2d):
         if self.training or needs_grad:
             self._cache_key = self._cached_weight = None
             return self.standardized_weight()
+        # An inference-mode tensor cannot be reused outside inference mode (autograd
+        # refuses to save it), so the mode is part of the key.
         key = (self.weight._version, self.gain._version, self.weight.data_ptr(),
-               self.gain.data_ptr(), self.weight.dtype, self.weight.device)
+               self.gain.data_ptr(), self.weight.dtype, self.weight.device,
+               torch.is_inference_mode_enabled())
         if key != self._cache_key or self._cached_weight is None:
             with torch.no_grad():
                 self._cached_weight = self.standardized_weight()
