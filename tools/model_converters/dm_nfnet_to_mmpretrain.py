@@ -33,7 +33,6 @@ import os.path as osp
 import pickle
 import re
 import sys
-import tempfile
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -41,6 +40,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from nfnets_mm.utils.checkpoint_io import save_checkpoint_atomic  # noqa: E402
 
 #: Model settings DeepMind's weights were trained with (TF "SAME" padding, tanh GELU).
 DM_BACKBONE_SETTINGS = dict(padding='same', act_cfg=dict(type='GELU', approximate='tanh'))
@@ -545,23 +546,6 @@ def convert_params(flat: Dict[str, np.ndarray], variant: Optional[str] = None
     return state_dict, meta
 
 
-def save_checkpoint(state_dict: Dict[str, torch.Tensor], meta: dict, dst: str,
-                    force: bool = False) -> None:
-    """Write ``{'state_dict', 'meta'}`` to ``dst``; refuse to overwrite unless ``force``."""
-    if osp.exists(dst) and not force:
-        raise FileExistsError(f'{dst!r} already exists; pass --force to overwrite it.')
-    out_dir = osp.dirname(osp.abspath(dst))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix='.tmp')
-    os.close(fd)
-    try:
-        torch.save(dict(state_dict=state_dict, meta=meta), tmp)
-        os.replace(tmp, dst)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-
-
 def convert(src: str, dst: str, variant: Optional[str] = None, force: bool = False) -> dict:
     """Convert the DeepMind file ``src`` into the MMPretrain checkpoint ``dst``."""
     if osp.exists(dst) and not force:
@@ -569,7 +553,7 @@ def convert(src: str, dst: str, variant: Optional[str] = None, force: bool = Fal
     flat = load_haiku_params(src)
     state_dict, meta = convert_params(flat, variant)
     meta['source'] = osp.basename(src)
-    save_checkpoint(state_dict, meta, dst, force)
+    save_checkpoint_atomic(state_dict, meta, dst, force)
     return meta
 
 

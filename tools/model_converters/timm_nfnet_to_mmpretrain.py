@@ -33,13 +33,14 @@ import os
 import os.path as osp
 import re
 import sys
-import tempfile
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
+
+from nfnets_mm.utils.checkpoint_io import save_checkpoint_atomic  # noqa: E402
 
 #: ``--act`` choices -> MMCV activation configs.
 ACTIVATIONS = {
@@ -451,16 +452,7 @@ def convert(src: str, dst: str, force: bool = False, act: Optional[str] = None) 
         raise FileExistsError(f'{dst!r} already exists; pass --force to overwrite it.')
     state_dict, meta = convert_state_dict(load_timm_state_dict(src), act)
     meta['source'] = osp.basename(src)
-    out_dir = osp.dirname(osp.abspath(dst))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix='.tmp')
-    os.close(fd)
-    try:
-        torch.save(dict(state_dict=state_dict, meta=meta), tmp)
-        os.replace(tmp, dst)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    save_checkpoint_atomic(state_dict, meta, dst, force)
     return meta
 
 

@@ -1,0 +1,29 @@
+"""Writing converted checkpoints without ever clobbering a user's file."""
+import os
+import os.path as osp
+import tempfile
+from typing import Dict
+
+import torch
+
+
+def save_checkpoint_atomic(state_dict: Dict[str, torch.Tensor], meta: dict, dst: str,
+                           force: bool = False) -> None:
+    """Write ``{'state_dict', 'meta'}`` to ``dst`` atomically.
+
+    Refuses an existing ``dst`` unless ``force``; the file appears only once fully written
+    (a temporary file in the same folder is renamed onto it), so an interrupted run leaves
+    any previous ``dst`` intact.
+    """
+    if osp.exists(dst) and not force:
+        raise FileExistsError(f'{dst!r} already exists; pass --force to overwrite it.')
+    out_dir = osp.dirname(osp.abspath(dst))
+    os.makedirs(out_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix='.tmp')
+    os.close(fd)
+    try:
+        torch.save(dict(state_dict=state_dict, meta=meta), tmp)
+        os.replace(tmp, dst)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
