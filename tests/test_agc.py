@@ -618,7 +618,8 @@ def test_stacked_same_shape_path_equals_per_tensor_path():
     """The launch-saving GPU strategy (stack equal shapes) gives the same result."""
     from nfnets_mm.engine.optim_wrappers.agc import adaptive_clip_grad_
     torch.manual_seed(3)
-    shapes = [(8, 4, 3, 3), (8, 4, 3, 3), (6, 5), (8, 4, 3, 3), (6, 5), (7, ), (), (3, 1, 1, 1)]
+    shapes = [(8, 4, 3, 3), (8, 4, 3, 3), (6, 5), (8, 4, 3, 3), (6, 5), (7, ), (), (3, 1, 1, 1),
+              (7, ), (), (3, 1, 1, 1)]
     params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
     grads = [torch.randn(s) * (0.001 if i % 2 else 1.0) for i, s in enumerate(shapes)]
     results = []

@@ -95,9 +95,9 @@ def adaptive_clip_grad_(params: Iterable[torch.Tensor], clipping: float = 0.01,
             ``||G_i|| / max(||W_i||, eps)``. Defaults to 0.01.
         eps (float): Floor of the parameter norm. Defaults to 1e-3.
         grad_eps (float): Floor of the gradient norm in the division. Defaults to 1e-6.
-        stack_same_shapes (bool, optional): Process multi-unit tensors of equal shape
-            together (stack, one norm kernel per shape, one multiply, one multi-tensor
-            copy back).  It trades extra memory traffic for far fewer kernel launches,
+        stack_same_shapes (bool, optional): Process tensors of equal shape together
+            (stack, one norm kernel per shape, one multiply, one multi-tensor copy
+            back).  It trades extra memory traffic for far fewer kernel launches,
             which wins on GPUs; on CPUs, where AGC is memory-bound, per-tensor kernels
             win.  ``None`` (default): stack on CUDA devices only.  Results are the same.
 
@@ -113,21 +113,30 @@ def adaptive_clip_grad_(params: Iterable[torch.Tensor], clipping: float = 0.01,
         g_norms: List[torch.Tensor] = []
         # how to apply each segment of the flat factor vector, in order
         segments: List[Tuple[str, int, object]] = []
-        if vp:
-            p_norms.append(torch.stack(torch._foreach_norm(vp)).float())
-            g_norms.append(torch.stack(torch._foreach_norm(vg)).float())
-            segments.append(('vectors', len(vp), vg))
         if stack:
-            by_shape = defaultdict(list)
-            for index, p in enumerate(mp):
-                by_shape[tuple(p.shape)].append(index)
-            for shape, indices in by_shape.items():
-                grads = [mg[i] for i in indices]
-                stacked = torch.stack(grads)
-                p_norms.append(_row_norms(torch.stack([mp[i] for i in indices]), 2).flatten())
-                g_norms.append(_row_norms(stacked, 2).flatten())
-                segments.append(('stacked', len(indices) * shape[0], (grads, stacked)))
+            # single-unit tensors as rows of (k, numel), multi-unit ones as (k, O, rest)
+            for ps, gs, single in ((vp, vg, True), (mp, mg, False)):
+                by_shape = defaultdict(list)
+                for index, p in enumerate(ps):
+                    by_shape[tuple(p.shape)].append(index)
+                for shape, indices in by_shape.items():
+                    grads = [gs[i] for i in indices]
+                    params = [ps[i] for i in indices]
+                    if single:
+                        grads_2d = [g.reshape(1, -1) for g in grads]
+                        params_2d = [p.reshape(1, -1) for p in params]
+                    else:
+                        grads_2d, params_2d = grads, params
+                    stacked = torch.stack(grads_2d)
+                    p_norms.append(_row_norms(torch.stack(params_2d), 2).flatten())
+                    g_norms.append(_row_norms(stacked, 2).flatten())
+                    units = len(indices) * (1 if single else shape[0])
+                    segments.append(('stacked', units, (grads, stacked)))
         else:
+            if vp:
+                p_norms.append(torch.stack(torch._foreach_norm(vp)).float())
+                g_norms.append(torch.stack(torch._foreach_norm(vg)).float())
+                segments.append(('vectors', len(vp), vg))
             for p, g in zip(mp, mg):
                 p_norms.append(_row_norms(p, 1))
                 g_norms.append(_row_norms(g, 1))
@@ -152,7 +161,9 @@ def adaptive_clip_grad_(params: Iterable[torch.Tensor], clipping: float = 0.01,
                 k = len(originals)
                 stacked.mul_(part.to(stacked.dtype).reshape((k, -1) + (1, ) *
                                                               (stacked.ndim - 2)))
-                torch._foreach_copy_(originals, list(stacked.unbind(0)))
+                torch._foreach_copy_(originals,
+                                     [row.view_as(g) for row, g in zip(stacked.unbind(0),
+                                                                       originals)])
         if grads:
             torch._foreach_mul_(grads, scales)
         n_clipped = trigger.sum()

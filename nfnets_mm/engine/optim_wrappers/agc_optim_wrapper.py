@@ -93,22 +93,52 @@ class AGCMixin:
             clipping = group.get('agc_clipping', self.agc_cfg['clipping'])
             by_clipping.setdefault(clipping, []).extend(
                 p for p in group['params'] if p.requires_grad and p.grad is not None)
-        clipped = total = 0
-        factor_sum = 0.
+        sums, total = None, 0
         for clipping, params in by_clipping.items():
             if not params:
                 continue
             stats = adaptive_clip_grad_(params, clipping=clipping, eps=self.agc_cfg['eps'],
                                         grad_eps=self.agc_cfg['grad_eps'])
-            clipped = clipped + stats.clipped_units
-            factor_sum = factor_sum + stats.mean_factor * stats.total_units
+            step = torch.stack([stats.clipped_units.float(),
+                                stats.mean_factor.float() * stats.total_units])
+            sums = step if sums is None else sums + step.to(sums.device)
             total += stats.total_units
-        # Reading the two statistics back is one host sync per update, like the loss
-        # logging MMEngine's models already do every iteration; log_stats=False skips it.
         if self.agc_cfg['log_stats'] and total:
-            self.message_hub.update_scalar('train/agc_clip_fraction',
-                                           float(clipped) / total)
-            self.message_hub.update_scalar('train/agc_mean_factor', float(factor_sum) / total)
+            self._log_agc_stats(sums, total)
+
+    def _log_agc_stats(self, sums: torch.Tensor, total: int) -> None:
+        """Record ``train/agc_clip_fraction`` and ``train/agc_mean_factor``.
+
+        On CPU the values are written at once.  On CUDA, reading them back at once
+        would stall the host until the GPU finished this step (the step is
+        launch-bound for NFNets), so they are copied to pinned memory asynchronously and
+        written at the next update (or by :meth:`flush_agc_stats`): the log then shows
+        the statistics one update late, which a logging interval hides.
+        """
+        if sums.device.type != 'cuda':
+            self._write_agc_stats(sums, total)
+            return
+        self.flush_agc_stats()
+        host = torch.empty(2, dtype=torch.float32, pin_memory=True)
+        host.copy_(sums, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._agc_pending = (host, event, total)
+
+    def flush_agc_stats(self) -> None:
+        """Write statistics still in flight from the previous update, if any."""
+        pending = getattr(self, '_agc_pending', None)
+        if pending is None:
+            return
+        host, event, total = pending
+        event.synchronize()
+        self._agc_pending = None
+        self._write_agc_stats(host, total)
+
+    def _write_agc_stats(self, sums: torch.Tensor, total: int) -> None:
+        clipped, factor_sum = sums.tolist()
+        self.message_hub.update_scalar('train/agc_clip_fraction', clipped / total)
+        self.message_hub.update_scalar('train/agc_mean_factor', factor_sum / total)
 
     def agc_params(self) -> List[torch.Tensor]:
         """Parameters AGC acts on (for inspection and tests)."""
