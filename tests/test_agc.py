@@ -646,3 +646,44 @@ def test_nf_no_decay_defaults_can_be_dropped():
              for p in g['params']}
     assert set(decay.values()) == {2e-5}
     assert 'block.skip_gain' in decay and 'head.fc.bias' in decay
+
+
+def test_half_precision_vectors_and_repeated_grads():
+    """fp16 norms are taken in fp32 (no overflow to a zero factor) and a gradient
+    listed twice is clipped once, on both strategies."""
+    from nfnets_mm.engine.optim_wrappers.agc import adaptive_clip_grad_
+    for stack in (False, True):
+        p = torch.nn.Parameter(torch.ones(100_000, dtype=torch.float16))
+        p.grad = torch.full_like(p, 300.)
+        adaptive_clip_grad_([p], clipping=0.01, stack_same_shapes=stack)
+        # ||W|| = 316.2, ||G|| = 94868: factor 0.01 * 316.2 / 94868, grad -> ~0.01
+        assert torch.allclose(p.grad.float(), torch.full((100_000, ), 0.01), rtol=1e-2)
+        q = torch.nn.Parameter(torch.ones(4, 3))
+        q.grad = torch.full_like(q, 10.)
+        adaptive_clip_grad_([q, q], clipping=0.01, stack_same_shapes=stack)
+        torch.testing.assert_close(q.grad, torch.full((4, 3), 0.01 * 3**0.5 / 3**0.5))
+
+
+def test_nf_no_decay_keeps_user_paramwise_options():
+    """The NF no-decay rule composes with MMEngine's paramwise options instead of
+    shadowing them (a short user key, bias_lr_mult)."""
+    model = make_model()
+    names = {id(p): n for n, p in model.named_parameters()}
+    cfg = agc_cfg()
+    cfg['paramwise_cfg'] = dict(custom_keys={'head': dict(lr_mult=10.)}, bias_lr_mult=2.)
+    wrapper = build_optim_wrapper(model, cfg)
+    group_of = {names[id(p)]: g for g in wrapper.optimizer.param_groups for p in g['params']}
+    assert group_of['head.fc.bias']['lr'] == pytest.approx(1.0)  # custom key, not bias rule
+    assert group_of['head.fc.bias']['weight_decay'] == 0.0  # still a bias
+    assert group_of['head.fc.weight']['weight_decay'] == 2e-5
+    assert group_of['block.conv.bias']['lr'] == pytest.approx(0.2)  # bias_lr_mult
+    assert group_of['block.conv.bias']['weight_decay'] == 0.0
+    assert group_of['block.skip_gain']['weight_decay'] == 0.0
+    # a user decay_mult on a matching key wins over the NF rule
+    cfg['paramwise_cfg'] = dict(custom_keys={'head.fc.bias': dict(decay_mult=1.)})
+    model = make_model()
+    names = {id(p): n for n, p in model.named_parameters()}
+    wrapper = build_optim_wrapper(model, cfg)
+    group_of = {names[id(p)]: g for g in wrapper.optimizer.param_groups for p in g['params']}
+    assert group_of['head.fc.bias']['weight_decay'] == 2e-5
+    assert group_of['block.conv.bias']['weight_decay'] == 0.0

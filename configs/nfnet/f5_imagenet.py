@@ -14,6 +14,9 @@ train_size, test_size, ra_magnitude = 416, 544, 15
 train_pipeline = copy.deepcopy(_base_.train_pipeline)
 train_pipeline[1].scale = train_size  # RandomResizedCrop
 train_pipeline[3].magnitude_level = ra_magnitude  # RandAugment
+train_pipeline[3].policies = [  # RandAugment's Translate: up to 100 px at this size
+    dict(p, magnitude_range=(0, 100 / train_size)) if p.type == 'Translate' else p
+    for p in train_pipeline[3].policies]
 test_pipeline = copy.deepcopy(_base_.test_pipeline)
 test_pipeline[1].scale = test_size + 32  # ResizeEdge (short side)
 test_pipeline[2].crop_size = test_size  # CenterCrop

@@ -34,7 +34,6 @@ if REPO_ROOT not in sys.path:
 from mmengine.logging import MMLogger  # noqa: E402
 from mmengine.optim import build_optim_wrapper  # noqa: E402
 
-from nfnets_mm.engine.optim_wrappers import NF_PARAMWISE_CFG  # noqa: E402
 from nfnets_mm.models.backbones import NFNet  # noqa: E402
 
 SECTION = '## AGC stability'
@@ -100,9 +99,9 @@ class Curve:
 def optim_cfg(use_agc: bool, lr: float, clipping: float) -> dict:
     optimizer = dict(type='SGD', lr=lr, momentum=0.9, nesterov=True, weight_decay=2e-5)
     if not use_agc:
-        # Same param groups (no decay on gains / biases) as the AGC run.
-        return dict(type='OptimWrapper', optimizer=optimizer,
-                    paramwise_cfg=copy.deepcopy(NF_PARAMWISE_CFG))
+        # Same param groups (no decay on gains / biases) as the AGC run, no clipping.
+        return dict(type='OptimWrapper', constructor='AGCOptimWrapperConstructor',
+                    optimizer=optimizer)
     return dict(type='AGCOptimWrapper', constructor='AGCOptimWrapperConstructor',
                 optimizer=optimizer,
                 clip_grad=dict(type='agc', clipping=clipping, exclude=['head.fc.weight']))

@@ -9,17 +9,17 @@ dataset_type = 'ImageNet'
 data_root = 'data/imagenet'
 train_size, test_size, ra_magnitude = 192, 256, 5
 
-# BGR mean, rounded: the fill colour of RandAugment's geometric ops.
-bgr_pad = [104, 116, 124]
-
-# DeepMind's RandAugment ops (the TF EfficientNet list), each applied with probability 0.5,
-# with its level -> argument maps.  MMPretrain maps a level m linearly onto
-# magnitude_range as m / 10, extrapolating past level 10 the way DeepMind's code does
-# (F3+ use 15).  Unlike timm's "increasing" variants, DeepMind's Posterize keeps
-# int(m / 10 * 4) bits and Solarize's threshold is m / 10 * 256 (both get milder with m),
-# and the colour ops use factor 0.1 + 1.8 * m / 10 with no random sign: magnitude
-# -0.9 .. 0.9 around MMPretrain's factor 1 + magnitude.  Translate: 100 px at 224 px
-# (0.45 of the size), Cutout: a square of side 2 x int(m / 10 * 40).
+# DeepMind's RandAugment: 4 layers, each picks one of the ops below uniformly and always
+# applies it (prob 1: the TF code draws a probability per op but discards it for image
+# ops), at a fixed level m (std 0) on a scale whose max level is 10; geometric ops and
+# Cutout fill with grey 128.  MMPretrain maps m linearly onto magnitude_range as m / 10,
+# extrapolating past 10 the way DeepMind's code does (F3+ use 15).  Unlike timm's
+# "increasing" variants, DeepMind's Posterize keeps int(m / 10 * 4) bits and Solarize's
+# threshold is m / 10 * 256 (both get milder with m), and the colour ops use factor
+# 0.1 + 1.8 * m / 10 with no random sign: magnitude -0.9 .. 0.9 around MMPretrain's
+# factor 1 + magnitude.  Translate moves up to m / 10 * 100 px, i.e. a fraction
+# 100 / train_size of the crop (the F1+ configs restate it), Cutout a square of side
+# 2 x int(m / 10 * 40).
 _colour = dict(magnitude_range=(-0.9, 0.9), random_negative_prob=0.)
 randaugment_policies = [
     dict(type='AutoContrast'),
@@ -35,10 +35,11 @@ randaugment_policies = [
     dict(type='Sharpness', **_colour),
     dict(type='Shear', magnitude_range=(0, 0.3), direction='horizontal'),
     dict(type='Shear', magnitude_range=(0, 0.3), direction='vertical'),
-    dict(type='Translate', magnitude_range=(0, 0.45), direction='horizontal'),
-    dict(type='Translate', magnitude_range=(0, 0.45), direction='vertical'),
+    dict(type='Translate', magnitude_range=(0, 100 / train_size), direction='horizontal'),
+    dict(type='Translate', magnitude_range=(0, 100 / train_size), direction='vertical'),
     dict(type='Cutout', magnitude_range=(0, 80)),
 ]
+randaugment_policies = [dict(policy, prob=1.) for policy in randaugment_policies]
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -48,7 +49,7 @@ train_pipeline = [
     # RandAugment, 4 layers, fixed magnitude (std 0) on DeepMind's scale (max level 10).
     dict(type='RandAugment', policies=randaugment_policies, num_policies=4, total_level=10,
          magnitude_level=ra_magnitude, magnitude_std=0.,
-         hparams=dict(pad_val=bgr_pad, interpolation='bicubic')),
+         hparams=dict(pad_val=128, interpolation='bicubic')),
     dict(type='PackInputs'),
 ]
 

@@ -1,9 +1,9 @@
 from .agc import AGCStats, adaptive_clip_grad_, agc_reference, unitwise_norm
-from .agc_constructor import NF_PARAMWISE_CFG, AGCOptimWrapperConstructor
+from .agc_constructor import NF_NO_DECAY_NAMES, AGCOptimWrapperConstructor
 from .agc_optim_wrapper import AGCOptimWrapper, AmpAGCOptimWrapper, parse_agc_cfg
 
 __all__ = [
     'AGCStats', 'adaptive_clip_grad_', 'agc_reference', 'unitwise_norm',
-    'AGCOptimWrapperConstructor', 'NF_PARAMWISE_CFG', 'AGCOptimWrapper',
+    'AGCOptimWrapperConstructor', 'NF_NO_DECAY_NAMES', 'AGCOptimWrapper',
     'AmpAGCOptimWrapper', 'parse_agc_cfg'
 ]

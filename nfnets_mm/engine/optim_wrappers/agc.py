@@ -61,10 +61,12 @@ def unitwise_norm(tensor: torch.Tensor) -> torch.Tensor:
 
 def _bucket(params: Iterable[torch.Tensor]):
     buckets = defaultdict(lambda: ([], [], [], []))  # vec p, vec g, mat p, mat g
+    seen = set()
     for p in params:
         g = p.grad
-        if g is None:
+        if g is None or id(g) in seen:  # a gradient listed twice is clipped once
             continue
+        seen.add(id(g))
         if g.is_sparse:
             raise RuntimeError('AGC does not support sparse gradients.')
         vp, vg, mp, mg = buckets[(g.device, g.dtype)]
@@ -134,8 +136,9 @@ def adaptive_clip_grad_(params: Iterable[torch.Tensor], clipping: float = 0.01,
                     segments.append(('stacked', units, (grads, stacked)))
         else:
             if vp:
-                p_norms.append(torch.stack(torch._foreach_norm(vp)).float())
-                g_norms.append(torch.stack(torch._foreach_norm(vg)).float())
+                # fp32 norms: a half-precision norm can overflow to inf (factor 0)
+                p_norms.append(torch.stack(torch._foreach_norm(vp, 2, dtype=torch.float32)))
+                g_norms.append(torch.stack(torch._foreach_norm(vg, 2, dtype=torch.float32)))
                 segments.append(('vectors', len(vp), vg))
             for p, g in zip(mp, mg):
                 p_norms.append(_row_norms(p, 1))

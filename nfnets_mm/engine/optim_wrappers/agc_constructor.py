@@ -5,36 +5,19 @@ import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 
 from nfnets_mm.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from .agc_optim_wrapper import DEFAULT_EXCLUDE
 
-#: DeepMind's recipe: no weight decay on gains, skip gains and biases (and norms).
-NF_PARAMWISE_CFG = dict(
-    norm_decay_mult=0.,
-    custom_keys={
-        'gain': dict(decay_mult=0.),
-        'bias': dict(decay_mult=0.),
-    })
-
-
-def nf_paramwise_cfg(paramwise_cfg: Optional[dict], has_decay: bool) -> dict:
-    """The user's ``paramwise_cfg`` merged over :data:`NF_PARAMWISE_CFG`.
-
-    User ``custom_keys`` are added to the NF ones (a user key matching a gain, skip gain or
-    bias takes precedence; give it ``decay_mult=0.`` to keep that parameter undecayed) and
-    other user options override.  ``nf_no_decay=False`` drops the NF defaults; without
-    weight decay there is nothing to exempt and they are not added either.
-    """
-    user = copy.deepcopy(dict(paramwise_cfg or {}))
-    if not user.pop('nf_no_decay', True) or not has_decay:
-        return user
-    merged = copy.deepcopy(NF_PARAMWISE_CFG)
-    merged['custom_keys'].update(user.pop('custom_keys', {}))
-    merged.update(user)
-    return merged
+#: Last name components of the parameters DeepMind's recipe does not decay: WS gains,
+#: skip gains and biases.  Parameters of norm layers (BN counterparts) are not decayed
+#: either.
+NF_NO_DECAY_NAMES = ('gain', 'skip_gain', 'bias')
+_NORM_TYPES = (_BatchNorm, nn.GroupNorm, nn.LayerNorm, _InstanceNorm)
 
 
 def merge_param_groups(groups: List[dict]) -> List[dict]:
@@ -65,16 +48,19 @@ class AGCOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     pattern that matches no parameter is an error; the default matching nothing (e.g.
     in a detector) is a warning.
 
-    :data:`NF_PARAMWISE_CFG` (no weight decay on gains, skip gains, biases and norm
-    layers) is always applied, with a user ``paramwise_cfg`` merged over it
-    (:func:`nf_paramwise_cfg`); ``paramwise_cfg=dict(nf_no_decay=False)`` decays
-    everything.  Parameters with identical options end up in one param group
+    DeepMind's recipe puts no weight decay on gains, skip gains, biases
+    (:data:`NF_NO_DECAY_NAMES`) and norm-layer parameters.  That rule is applied after
+    MMEngine's ``paramwise_cfg`` (``custom_keys``, ``bias_lr_mult`` ... all keep their
+    usual meaning); a parameter whose name a user ``custom_keys`` entry with
+    ``decay_mult`` matches, or a norm parameter when ``norm_decay_mult`` is given, keeps
+    the user's decay.  ``paramwise_cfg=dict(nf_no_decay=False)`` turns the rule off.
+    Parameters with identical options end up in one param group
     (:func:`merge_param_groups`).
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
-        has_decay = bool(optim_wrapper_cfg.get('optimizer', {}).get('weight_decay'))
-        paramwise_cfg = nf_paramwise_cfg(paramwise_cfg, has_decay)
+        paramwise_cfg = copy.deepcopy(dict(paramwise_cfg or {}))
+        self.nf_no_decay = paramwise_cfg.pop('nf_no_decay', True)
         optim_wrapper_cfg = copy.deepcopy(optim_wrapper_cfg)
         optim_wrapper_cfg.setdefault('type', 'AGCOptimWrapper')
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
@@ -84,6 +70,26 @@ class AGCOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         if isinstance(exclude, str):
             exclude = [exclude]
         self.exclude = list(exclude)
+
+    def _apply_nf_no_decay(self, groups: List[dict], model: nn.Module) -> None:
+        if not self.nf_no_decay or not self.base_wd:
+            return
+        names = {id(p): n for n, p in model.named_parameters()}
+        norm_params = {id(p) for m in model.modules() if isinstance(m, _NORM_TYPES)
+                       for p in m.parameters(recurse=False)}
+        user_decay_keys = [k for k, v in self.paramwise_cfg.get('custom_keys', {}).items()
+                           if 'decay_mult' in v]
+        user_norm_decay = 'norm_decay_mult' in self.paramwise_cfg
+        for group in groups:
+            param = group['params'][0]
+            name = names[id(param)]
+            if any(key in name for key in user_decay_keys):
+                continue
+            if id(param) in norm_params:
+                if not user_norm_decay:
+                    group['weight_decay'] = 0.
+            elif name.rsplit('.', 1)[-1] in NF_NO_DECAY_NAMES:
+                group['weight_decay'] = 0.
 
     def _mark_groups(self, groups: List[dict], model: nn.Module) -> None:
         names = {id(p): n for n, p in model.named_parameters()}
@@ -114,6 +120,7 @@ class AGCOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         optimizer_cfg = copy.deepcopy(self.optimizer_cfg)
         groups: List[dict] = []
         self.add_params(groups, model)
+        self._apply_nf_no_decay(groups, model)
         self._mark_groups(groups, model)
         optimizer_cfg['params'] = merge_param_groups(groups)
         optimizer = OPTIMIZERS.build(optimizer_cfg)

@@ -113,7 +113,8 @@ class AGCMixin:
         would stall the host until the GPU finished this step (the step is
         launch-bound for NFNets), so they are copied to pinned memory asynchronously and
         written at the next update (or by :meth:`flush_agc_stats`): the log then shows
-        the statistics one update late, which a logging interval hides.
+        the statistics one update late, which a logging interval hides, and the very
+        last update's statistics are not logged.
         """
         if sums.device.type != 'cuda':
             self._write_agc_stats(sums, total)
@@ -122,7 +123,7 @@ class AGCMixin:
         host = torch.empty(2, dtype=torch.float32, pin_memory=True)
         host.copy_(sums, non_blocking=True)
         event = torch.cuda.Event()
-        event.record()
+        event.record(torch.cuda.current_stream(sums.device))
         self._agc_pending = (host, event, total)
 
     def flush_agc_stats(self) -> None:
