@@ -16,12 +16,16 @@ DeepMind's release, a tensor with at most one non-singleton dimension (bias, gai
 a ``(O, 1, 1, 1)`` gain, a scalar skip gain) is one unit.  The gradient norm is
 floored at ``grad_eps`` (1e-6) in the division to avoid 0/0.
 
-The implementation is multi-tensor: per ``(device, dtype)`` the whole-tensor norms of
-vector/scalar parameters come from one ``torch._foreach_norm`` call, each matrix costs
-one norm kernel for its weight and one for its gradient, the clip factors of all units
-are computed in one fused pass over a flat vector, and the factors are applied with a
-single ``torch._foreach_mul_``.  Per element, weights are read once and gradients
-read twice and written once.
+The implementation is multi-tensor, per ``(device, dtype)`` bucket, with the clip
+factors of all units computed in one pass over a flat vector.  Two strategies give the
+same result (``stack_same_shapes``):
+
+* per tensor (CPU default, memory-bound there): one ``torch._foreach_norm`` call for
+  the single-unit tensors, one row-norm kernel per matrix for its weight and one for
+  its gradient, and one ``torch._foreach_mul_`` to apply the factors; per element,
+  weights are read once and gradients read twice and written once;
+* stacked (CUDA default, launch-bound there): tensors of equal shape are stacked, so
+  each shape costs a few kernels (norms, one multiply, one multi-tensor copy back).
 """
 from collections import defaultdict
 from dataclasses import dataclass
@@ -51,12 +55,15 @@ def is_single_unit(tensor: torch.Tensor) -> bool:
     return sum(1 for s in tensor.shape if s > 1) <= 1
 
 
-def unitwise_norm(tensor: torch.Tensor) -> torch.Tensor:
-    """Reference per-unit L2 norm, shape ``(O,)`` or ``(1,)`` for a single unit."""
-    if is_single_unit(tensor):
-        return torch.linalg.vector_norm(tensor.reshape(1, -1), dim=1, dtype=torch.float32)
-    return torch.linalg.vector_norm(tensor.reshape(tensor.shape[0], -1), dim=1,
+def _row_norms(t: torch.Tensor, lead: int) -> torch.Tensor:
+    """L2 norms over all dims after the first ``lead`` ones, in fp32."""
+    return torch.linalg.vector_norm(t.reshape(t.shape[:lead] + (-1, )), dim=-1,
                                     dtype=torch.float32)
+
+
+def unitwise_norm(tensor: torch.Tensor) -> torch.Tensor:
+    """Per-unit L2 norm, shape ``(O,)`` or ``(1,)`` for a single unit."""
+    return _row_norms(tensor.reshape(1, -1) if is_single_unit(tensor) else tensor, 1)
 
 
 def _bucket(params: Iterable[torch.Tensor]):
@@ -77,12 +84,6 @@ def _bucket(params: Iterable[torch.Tensor]):
             mp.append(p.detach())
             mg.append(g.detach())
     return buckets
-
-
-def _row_norms(t: torch.Tensor, lead: int) -> torch.Tensor:
-    """L2 norms over all dims after the first ``lead`` ones, in fp32."""
-    return torch.linalg.vector_norm(t.reshape(t.shape[:lead] + (-1, )), dim=-1,
-                                    dtype=torch.float32)
 
 
 @torch.no_grad()
