@@ -687,3 +687,209 @@ def test_nf_no_decay_keeps_user_paramwise_options():
     group_of = {names[id(p)]: g for g in wrapper.optimizer.param_groups for p in g['params']}
     assert group_of['head.fc.bias']['weight_decay'] == 2e-5
     assert group_of['block.conv.bias']['weight_decay'] == 0.0
+
+
+# --------------------------------------------------------------------------------------
+# Every dtype a user may train in (issue 9.4)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('dtype, rtol', [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2),
+                                         (torch.float32, 2e-6), (torch.float64, 1e-12)])
+@pytest.mark.parametrize('stack', [False, True])
+def test_every_real_dtype_clips_like_eq3(dtype, rtol, stack):
+    """fp16/bf16 norms in fp32, fp32 in fp32, fp64 in fp64 (an fp32 norm of an fp64
+    tensor would miss the 1e-12 tolerance), for conv, linear, vector and scalar units."""
+    from nfnets_mm.engine.optim_wrappers.agc import agc_reference
+    shapes = [(6, 4, 3, 3), (5, 7), (9, ), ()]
+    params = []
+    for i, shape in enumerate(shapes):
+        p = _param(shape, scale=1.0, grad_scale=0.2, seed=40 + i)
+        params.append(nn.Parameter(p.detach().to(dtype)))
+        params[-1].grad = p.grad.to(dtype)
+    raw = [p.grad.clone() for p in params]
+    stats = adaptive_clip_grad_(params, clipping=0.2, stack_same_shapes=stack)
+    assert bool(stats.all_finite)
+    assert 0 < int(stats.clipped_units) < stats.total_units  # a real mix of units
+    for p, g in zip(params, raw):
+        expected, _ = eq3_clip(p, g, 0.2)
+        assert p.grad.dtype == dtype
+        torch.testing.assert_close(p.grad.double(), expected.double(), rtol=rtol, atol=0)
+        torch.testing.assert_close(agc_reference(p, g, 0.2).double(), expected.double(),
+                                   rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize('stack', [False, True])
+def test_complex_parameters_clip_by_modulus(stack):
+    """Complex units: the norm is sqrt(sum |z|^2), the factor real, the phase kept."""
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(4, 6, dtype=torch.complex128, generator=gen)
+    g = torch.randn(4, 6, dtype=torch.complex128, generator=gen) * 0.3
+    p = nn.Parameter(w.clone())
+    p.grad = g.clone()
+    adaptive_clip_grad_([p], clipping=0.05, stack_same_shapes=stack)
+    w_norm = w.abs().pow(2).sum(1).sqrt().clamp_min(1e-3)
+    g_norm = g.abs().pow(2).sum(1).sqrt()
+    factor = torch.where(g_norm > 0.05 * w_norm, 0.05 * w_norm / g_norm,
+                         torch.ones_like(g_norm))
+    assert (factor < 1).any()
+    torch.testing.assert_close(p.grad, g * factor[:, None], rtol=1e-12, atol=0)
+
+
+# --------------------------------------------------------------------------------------
+# Non-finite gradients (issue 9.3)
+# --------------------------------------------------------------------------------------
+
+
+def _snapshot(model, wrapper):
+    return ({n: p.detach().clone() for n, p in model.named_parameters()},
+            copy.deepcopy(wrapper.optimizer.state_dict()))
+
+
+def _poisoned_backward(wrapper, model, batch, where='stem.weight', value=float('nan')):
+    wrapper.backward(loss_fn(model, batch))
+    with torch.no_grad():
+        dict(model.named_parameters())[where].grad.view(-1)[0] = value
+
+
+def _scalar(wrapper, key):
+    return float(wrapper.message_hub.get_scalar(key).current())
+
+
+@pytest.mark.parametrize('where, value', [('stem.weight', float('nan')),
+                                          ('block.skip_gain', float('inf')),
+                                          ('head.fc.weight', float('nan'))])
+def test_fp32_nonfinite_update_is_skipped_and_never_looks_healthy(where, value):
+    """A NaN/Inf gradient anywhere (head.fc.weight is excluded from AGC) skips the update:
+    weights and momentum unchanged, statistics NaN, ``agc_skipped`` 1; the next finite
+    update goes through and is exactly what it would have been without the bad batch."""
+    model, twin = make_model(), make_model()
+    wrapper = build_optim_wrapper(model, agc_cfg(0.02, 0.05, 2e-5))
+    twin_wrapper = build_optim_wrapper(twin, agc_cfg(0.02, 0.05, 2e-5))
+    wrapper.update_params(loss_fn(model, make_batch(0)))
+    twin_wrapper.update_params(loss_fn(twin, make_batch(0)))
+    params, optim_state = _snapshot(model, wrapper)
+
+    _poisoned_backward(wrapper, model, make_batch(1), where, value)
+    wrapper.step()
+    wrapper.zero_grad()
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), params[name]), name
+    _assert_same_state(wrapper.optimizer.state_dict(), optim_state)
+    assert math.isnan(_scalar(wrapper, 'train/agc_clip_fraction'))
+    assert math.isnan(_scalar(wrapper, 'train/agc_mean_factor'))
+    assert _scalar(wrapper, 'train/agc_skipped') == 1
+    assert wrapper.consecutive_skips == wrapper.skipped_updates == 1
+
+    wrapper.update_params(loss_fn(model, make_batch(2)))
+    twin_wrapper.update_params(loss_fn(twin, make_batch(2)))
+    assert _scalar(wrapper, 'train/agc_skipped') == 0
+    assert 0 <= _scalar(wrapper, 'train/agc_clip_fraction') <= 1
+    assert wrapper.consecutive_skips == 0 and wrapper.skipped_updates == 1
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        assert torch.equal(p.detach(), q.detach()), name
+
+
+def _assert_same_state(a, b):
+    for (k, x), (_, y) in zip(sorted(a['state'].items()), sorted(b['state'].items())):
+        for key in x:
+            assert torch.equal(torch.as_tensor(x[key]), torch.as_tensor(y[key])), (k, key)
+    assert a['param_groups'] == b['param_groups']
+
+
+def test_consecutive_nonfinite_updates_stop_training_with_a_clear_error():
+    from nfnets_mm.engine.optim_wrappers import NonFiniteGradientError
+    model = make_model()
+    wrapper = build_optim_wrapper(model, agc_cfg(max_consecutive_skips=3))
+    wrapper.update_params(loss_fn(model, make_batch(0)))
+    params, _ = _snapshot(model, wrapper)
+    for step in range(2):  # two skips, then a finite update resets the count
+        _poisoned_backward(wrapper, model, make_batch(1 + step))
+        wrapper.step()
+        wrapper.zero_grad()
+    assert wrapper.consecutive_skips == 2
+    wrapper.update_params(loss_fn(model, make_batch(5)))
+    assert wrapper.consecutive_skips == 0
+    params, _ = _snapshot(model, wrapper)
+    for step in range(2):
+        _poisoned_backward(wrapper, model, make_batch(10 + step))
+        wrapper.step()
+        wrapper.zero_grad()
+    _poisoned_backward(wrapper, model, make_batch(20))
+    with pytest.raises(NonFiniteGradientError, match='3 consecutive updates.*max_consecutive'):
+        wrapper.step()
+    assert wrapper.skipped_updates == 5
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), params[name]), name
+
+
+def test_nonfinite_loss_in_a_runner_keeps_the_weights_finite(tmp_path):
+    """End to end through MMEngine's loop: a NaN batch mid-run is skipped, training
+    continues, every logged loss after it is finite, and the final weights are finite."""
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class NanOnBatch(BaseModel):
+
+        def __init__(self):
+            super().__init__()
+            self.net = make_model()
+
+        def forward(self, x, y, mode='loss'):
+            return dict(loss=loss_fn(self.net, (x, y)))
+
+    class Data(torch.utils.data.Dataset):
+
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            x, y = make_batch(100 + i, n=1)
+            if i == 3:
+                x = x * float('nan')
+            return dict(x=x[0], y=y[0])
+
+    runner = Runner(
+        model=NanOnBatch(), work_dir=str(tmp_path),
+        train_dataloader=dict(dataset=Data(), batch_size=1, num_workers=0,
+                              sampler=dict(type='DefaultSampler', shuffle=False),
+                              collate_fn=dict(type='default_collate')),
+        train_cfg=dict(by_epoch=True, max_epochs=2),
+        optim_wrapper=agc_cfg(0.05, 0.05, 2e-5, exclude=['net.head.fc.weight']),
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=1),
+                           checkpoint=dict(type='CheckpointHook', interval=1)),
+        default_scope='mmengine', log_level='WARNING',
+        experiment_name=f'nan_skip_{tmp_path.name}')
+    runner.train()
+    wrapper = runner.optim_wrapper
+    assert wrapper.skipped_updates == 2  # sample 3 in each epoch
+    assert all(torch.isfinite(p).all() for p in runner.model.parameters())
+    skipped = wrapper.message_hub.get_scalar('train/agc_skipped')
+    assert skipped.data[0].tolist() == [0, 0, 0, 1, 0, 0, 0, 0] * 2
+
+
+def test_max_consecutive_skips_validated():
+    model = make_model()
+    for bad in (0, -1, 2.5, True, 'x'):
+        with pytest.raises(ValueError, match='max_consecutive_skips'):
+            build_optim_wrapper(model, agc_cfg(max_consecutive_skips=bad))
+    wrapper = build_optim_wrapper(model, agc_cfg(max_consecutive_skips=None))
+    for step in range(30):  # None: never stops
+        _poisoned_backward(wrapper, model, make_batch(step))
+        wrapper.step()
+        wrapper.zero_grad()
+    assert wrapper.consecutive_skips == 30
+
+
+def test_amp_overflow_is_counted_and_logged_as_skipped(monkeypatch):
+    model = make_model()
+    wrapper = build_amp_wrapper(model, monkeypatch, 0.01, 0.1, 2e-5)
+    _poisoned_backward(wrapper, model, make_batch(0), value=float('inf'))
+    wrapper.step()
+    wrapper.zero_grad()
+    assert wrapper.loss_scaler.get_scale() == 2.**15  # the scaler skipped it
+    assert wrapper.skipped_updates == 1
+    assert _scalar(wrapper, 'train/agc_skipped') == 1
+    assert math.isnan(_scalar(wrapper, 'train/agc_clip_fraction'))
+    wrapper.update_params(loss_fn(model, make_batch(1)))
+    assert _scalar(wrapper, 'train/agc_skipped') == 0 and wrapper.consecutive_skips == 0

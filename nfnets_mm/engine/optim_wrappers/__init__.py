@@ -1,9 +1,10 @@
-from .agc import AGCStats, adaptive_clip_grad_, agc_reference, unitwise_norm
+from .agc import AGCStats, adaptive_clip_grad_, agc_reference, norm_dtype, unitwise_norm
 from .agc_constructor import NF_NO_DECAY_NAMES, AGCOptimWrapperConstructor
-from .agc_optim_wrapper import AGCOptimWrapper, AmpAGCOptimWrapper, parse_agc_cfg
+from .agc_optim_wrapper import (AGCOptimWrapper, AmpAGCOptimWrapper, NonFiniteGradientError,
+                                parse_agc_cfg)
 
 __all__ = [
-    'AGCStats', 'adaptive_clip_grad_', 'agc_reference', 'unitwise_norm',
+    'AGCStats', 'adaptive_clip_grad_', 'agc_reference', 'norm_dtype', 'unitwise_norm',
     'AGCOptimWrapperConstructor', 'NF_NO_DECAY_NAMES', 'AGCOptimWrapper',
-    'AmpAGCOptimWrapper', 'parse_agc_cfg'
+    'AmpAGCOptimWrapper', 'NonFiniteGradientError', 'parse_agc_cfg'
 ]

@@ -26,6 +26,12 @@ same result (``stack_same_shapes``):
   weights are read once and gradients read twice and written once;
 * stacked (CUDA default, launch-bound there): tensors of equal shape are stacked, so
   each shape costs a few kernels (norms, one multiply, one multi-tensor copy back).
+
+Norms are taken in ``torch.promote_types(dtype, float32)``: fp16/bf16 tensors in fp32
+(a half-precision norm overflows to inf, which would zero the gradient), fp32 and fp64
+in their own precision, complex tensors in their complex dtype (the norm is real).
+A gradient norm that is not finite (a NaN or Inf gradient) is reported in
+:attr:`AGCStats.all_finite`; the optimizer wrappers then skip the update.
 """
 from collections import defaultdict
 from dataclasses import dataclass
@@ -44,6 +50,9 @@ class AGCStats:
     total_units: int
     #: Mean of the factor applied over all units (1.0 = nothing clipped).
     mean_factor: torch.Tensor
+    #: 0-d bool: every gradient norm was finite (no NaN / Inf gradient).  When it is
+    #: ``False`` the clipped gradients and the statistics above are meaningless.
+    all_finite: torch.Tensor
 
     @property
     def clip_fraction(self) -> torch.Tensor:
@@ -55,10 +64,19 @@ def is_single_unit(tensor: torch.Tensor) -> bool:
     return sum(1 for s in tensor.shape if s > 1) <= 1
 
 
+def norm_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype AGC takes norms of ``dtype`` tensors in: at least fp32, never narrower.
+
+    fp16/bf16 -> fp32, fp32 -> fp32, fp64 -> fp64, complex64/128 -> themselves (the norm
+    of a complex tensor is real).
+    """
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _row_norms(t: torch.Tensor, lead: int) -> torch.Tensor:
-    """L2 norms over all dims after the first ``lead`` ones, in fp32."""
+    """L2 norms over all dims after the first ``lead`` ones, in :func:`norm_dtype`."""
     return torch.linalg.vector_norm(t.reshape(t.shape[:lead] + (-1, )), dim=-1,
-                                    dtype=torch.float32)
+                                    dtype=norm_dtype(t.dtype))
 
 
 def unitwise_norm(tensor: torch.Tensor) -> torch.Tensor:
@@ -109,7 +127,7 @@ def adaptive_clip_grad_(params: Iterable[torch.Tensor], clipping: float = 0.01,
     """
     if clipping <= 0:
         raise ValueError(f'AGC clipping must be > 0, got {clipping}.')
-    clipped, total, factor_sum = None, 0, None
+    clipped, total, factor_sum, finite = None, 0, None, None
     for (device, _), (vp, vg, mp, mg) in _bucket(params).items():
         stack = device.type == 'cuda' if stack_same_shapes is None else stack_same_shapes
         p_norms: List[torch.Tensor] = []
@@ -137,9 +155,10 @@ def adaptive_clip_grad_(params: Iterable[torch.Tensor], clipping: float = 0.01,
                     segments.append(('stacked', units, (grads, stacked)))
         else:
             if vp:
-                # fp32 norms: a half-precision norm can overflow to inf (factor 0)
-                p_norms.append(torch.stack(torch._foreach_norm(vp, 2, dtype=torch.float32)))
-                g_norms.append(torch.stack(torch._foreach_norm(vg, 2, dtype=torch.float32)))
+                # fp32 norms at least: a half-precision norm can overflow to inf (factor 0)
+                dtype = norm_dtype(vg[0].dtype)
+                p_norms.append(torch.stack(torch._foreach_norm(vp, 2, dtype=dtype)))
+                g_norms.append(torch.stack(torch._foreach_norm(vg, 2, dtype=dtype)))
                 segments.append(('vectors', len(vp), vg))
             for p, g in zip(mp, mg):
                 p_norms.append(_row_norms(p, 1))
@@ -175,10 +194,12 @@ def adaptive_clip_grad_(params: Iterable[torch.Tensor], clipping: float = 0.01,
         s = factor.sum()
         factor_sum = s if factor_sum is None else factor_sum + s.to(factor_sum.device)
         total += factor.numel()
+        bucket_finite = torch.isfinite(g_norm).all()
+        finite = bucket_finite if finite is None else finite & bucket_finite.to(finite.device)
     if clipped is None:
         zero = torch.zeros(())
-        return AGCStats(zero.long(), 0, zero + 1.0)
-    return AGCStats(clipped, total, factor_sum / total)
+        return AGCStats(zero.long(), 0, zero + 1.0, torch.ones((), dtype=torch.bool))
+    return AGCStats(clipped, total, factor_sum / total, finite)
 
 
 def agc_reference(param: torch.Tensor, grad: torch.Tensor, clipping: float = 0.01,

@@ -1,15 +1,27 @@
 """MMEngine optimizer wrappers that apply Adaptive Gradient Clipping."""
+import logging
+import math
 import warnings
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
+from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
 from nfnets_mm.registry import OPTIM_WRAPPERS
-from .agc import adaptive_clip_grad_
+from .agc import adaptive_clip_grad_, norm_dtype
 
 #: Keys accepted in ``clip_grad`` when ``type='agc'``.
-AGC_KEYS = ('type', 'clipping', 'eps', 'grad_eps', 'exclude', 'log_stats')
+AGC_KEYS = ('type', 'clipping', 'eps', 'grad_eps', 'exclude', 'log_stats',
+            'max_consecutive_skips')
+#: Default of ``clip_grad.max_consecutive_skips``: this many updates in a row with a
+#: non-finite gradient stop training.  Far above the few overflow skips a dynamic fp16
+#: loss scale needs to settle (each halves the scale: 25 take 2**16 down to 2**-9).
+DEFAULT_MAX_CONSECUTIVE_SKIPS = 25
+
+
+class NonFiniteGradientError(RuntimeError):
+    """Too many consecutive updates had NaN / Inf gradients; training cannot recover."""
 #: Parameters left unclipped by default: MMPretrain's classifier weight (paper Sec. 4.1,
 #: "it is always better to not clip the final linear layer").
 DEFAULT_EXCLUDE = ('head.fc.weight', )
@@ -17,7 +29,8 @@ DEFAULT_EXCLUDE = ('head.fc.weight', )
 
 def parse_agc_cfg(clip_grad: Optional[dict]) -> dict:
     """Validate an AGC ``clip_grad`` dict and fill in defaults."""
-    cfg = dict(type='agc', clipping=0.01, eps=1e-3, grad_eps=1e-6, log_stats=True)
+    cfg = dict(type='agc', clipping=0.01, eps=1e-3, grad_eps=1e-6, log_stats=True,
+               max_consecutive_skips=DEFAULT_MAX_CONSECUTIVE_SKIPS)
     if clip_grad is None:
         clip_grad = {}
     if not isinstance(clip_grad, dict):
@@ -35,35 +48,59 @@ def parse_agc_cfg(clip_grad: Optional[dict]) -> dict:
         raise ValueError(f'AGC clipping must be > 0, got {cfg["clipping"]}.')
     if cfg['eps'] < 0 or cfg['grad_eps'] <= 0:
         raise ValueError('AGC eps must be >= 0 and grad_eps > 0.')
+    limit = cfg['max_consecutive_skips']
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 1):
+        raise ValueError('AGC max_consecutive_skips must be a positive int (updates with '
+                         'non-finite gradients in a row before training stops) or None '
+                         f'(never stop), got {limit!r}.')
     return cfg
 
 
 class AGCMixin:
-    """Adds AGC to an MMEngine optimizer wrapper.
+    """Adds AGC, and skipping of non-finite updates, to an MMEngine optimizer wrapper.
 
-    MMEngine's wrappers call ``self._clip_grad()`` from ``step()`` whenever
-    ``clip_grad_kwargs`` is set: ``OptimWrapper`` right before ``optimizer.step()``,
-    ``AmpOptimWrapper`` after ``GradScaler.unscale_`` and before the scaler's (possibly
-    skipped) step.  Overriding ``_clip_grad`` therefore clips the raw, unscaled,
-    accumulated (and, under DDP, all-reduced) gradient once per update, before the
-    optimizer applies weight decay and momentum.
+    MMEngine's wrappers clip in ``step()``: ``OptimWrapper`` right before
+    ``optimizer.step()``, ``AmpOptimWrapper`` after ``GradScaler.unscale_`` and before
+    the scaler's (possibly skipped) step.  The AGC wrappers keep that order, so AGC
+    clips the raw, unscaled, accumulated (and, under DDP, all-reduced) gradient once per
+    update, before the optimizer applies weight decay and momentum.
 
     Param groups carrying ``agc=False`` are not clipped.  Groups are marked by
     :class:`AGCOptimWrapperConstructor` (from ``clip_grad.exclude`` name patterns) or by
     ``paramwise_cfg.custom_keys`` (e.g. ``{'head.fc.weight': dict(agc=False)}``).  A group
     may also set ``agc_clipping`` to override ``clipping``.
 
+    **Non-finite gradients.**  AGC computes every gradient norm anyway; when any
+    gradient (of a clipped or an excluded parameter) holds a NaN or Inf, the update is
+    skipped: parameters, momentum buffers and the optimizer's step count stay as they
+    were, as ``GradScaler`` does for AMP overflows (under AMP the scaler skips it and
+    lowers the loss scale; this wrapper counts it the same way).  A skipped update is
+    logged as a warning, ``train/agc_skipped`` is 1 for it (0 otherwise, so its logged
+    window mean is the fraction of skipped updates) and ``train/agc_clip_fraction`` /
+    ``train/agc_mean_factor`` are NaN, never the healthy-looking values a NaN
+    gradient produces (a NaN norm compares false, i.e. "not clipped").  After
+    ``max_consecutive_skips`` skipped updates in a row :class:`NonFiniteGradientError`
+    stops training; the weights (and so every checkpoint saved) are those of the last
+    finite update.  Deciding whether to step needs the flag on the host: one device
+    sync per update, which the AMP ``GradScaler`` makes at the same point anyway.
+
     ``clip_grad`` keys: ``clipping`` (lambda, 0.01), ``eps`` (1e-3), ``grad_eps`` (1e-6),
     ``exclude`` (name patterns, used by the constructor), ``log_stats`` (True: record
-    ``train/agc_clip_fraction`` and ``train/agc_mean_factor`` in the message hub).
+    ``train/agc_clip_fraction``, ``train/agc_mean_factor`` and ``train/agc_skipped`` in
+    the message hub), ``max_consecutive_skips`` (25; ``None`` never stops).
     """
 
     def __init__(self, *args, clip_grad: Optional[dict] = None, **kwargs) -> None:
         agc_cfg = parse_agc_cfg(clip_grad)
         super().__init__(*args, clip_grad=None, **kwargs)
         self.agc_cfg = agc_cfg
-        # A truthy ``clip_grad_kwargs`` makes MMEngine's ``step`` call ``_clip_grad``.
-        self.clip_grad_kwargs = {k: v for k, v in agc_cfg.items() if k != 'exclude'}
+        # Truthy, like MMEngine's wrappers when clipping is configured.
+        self.clip_grad_kwargs = {k: v for k, v in agc_cfg.items()
+                                 if k not in ('exclude', 'max_consecutive_skips')}
+        #: Updates skipped for non-finite gradients: in a row, and in this process.
+        self.consecutive_skips = 0
+        self.skipped_updates = 0
         self._check_exclusion()
 
     def _check_exclusion(self) -> None:
@@ -86,14 +123,64 @@ class AGCMixin:
                       '(clip_grad.exclude=[]); the paper recommends excluding it.')
 
     def _clip_grad(self) -> None:
-        by_clipping = {}
+        """MMEngine's clipping hook: AGC and its statistics (see :meth:`_agc_update`)."""
+        self._agc_update()
+
+    def _agc_update(self) -> bool:
+        """Clip with AGC, log, count a non-finite update; return whether it may step.
+
+        Raises:
+            NonFiniteGradientError: ``max_consecutive_skips`` updates in a row had a
+                non-finite gradient.
+        """
+        sums, total, finite = self._clip_and_check()
+        ok = bool(finite)  # the one host sync per update
+        if self.agc_cfg['log_stats']:
+            if ok and total:
+                self._log_agc_stats(sums, total)
+            elif not ok:
+                self.flush_agc_stats()
+                self.message_hub.update_scalar('train/agc_clip_fraction', math.nan)
+                self.message_hub.update_scalar('train/agc_mean_factor', math.nan)
+            self.message_hub.update_scalar('train/agc_skipped', 0 if ok else 1)
+        if ok:
+            self.consecutive_skips = 0
+            return True
+        self.consecutive_skips += 1
+        self.skipped_updates += 1
+        limit = self.agc_cfg['max_consecutive_skips']
+        print_log(
+            'Non-finite (NaN/Inf) gradient: this update is skipped, parameters and '
+            f'optimizer state are unchanged ({self.consecutive_skips} in a row'
+            f'{"" if limit is None else f" of at most {limit}"}, {self.skipped_updates} '
+            'in this run).', logger='current', level=logging.WARNING)
+        if limit is not None and self.consecutive_skips >= limit:
+            raise NonFiniteGradientError(
+                f'{self.consecutive_skips} consecutive updates had non-finite (NaN/Inf) '
+                'gradients and were skipped; stopping. The parameters and every checkpoint '
+                'saved hold the last finite update. Likely causes: a learning rate too high '
+                'for this batch size, a corrupt input or label, or a loss that is not '
+                'finite for some sample; resume from the last checkpoint after fixing it. '
+                'clip_grad.max_consecutive_skips sets the limit (None: never stop).')
+        return False
+
+    def _clip_and_check(self) -> Tuple[Optional[torch.Tensor], int, torch.Tensor]:
+        """Clip every AGC group; check the gradients of the excluded groups.
+
+        Returns:
+            tuple: ``(sums, total, finite)``: ``sums`` = (clipped units, sum of factors)
+            as a 2-vector tensor (``None`` if nothing was clipped), ``total`` units, and
+            a 0-d bool tensor, ``True`` when every gradient of the optimizer is finite.
+        """
+        by_clipping, unclipped = {}, []
         for group in self.optimizer.param_groups:
+            params = [p for p in group['params'] if p.requires_grad and p.grad is not None]
             if group.get('agc', True) is False:
+                unclipped.extend(params)
                 continue
             clipping = group.get('agc_clipping', self.agc_cfg['clipping'])
-            by_clipping.setdefault(clipping, []).extend(
-                p for p in group['params'] if p.requires_grad and p.grad is not None)
-        sums, total = None, 0
+            by_clipping.setdefault(clipping, []).extend(params)
+        sums, total, finite = None, 0, None
         for clipping, params in by_clipping.items():
             if not params:
                 continue
@@ -103,8 +190,13 @@ class AGCMixin:
                                 stats.mean_factor.float() * stats.total_units])
             sums = step if sums is None else sums + step.to(sums.device)
             total += stats.total_units
-        if self.agc_cfg['log_stats'] and total:
-            self._log_agc_stats(sums, total)
+            finite = _and(finite, stats.all_finite)
+        for p in unclipped:
+            norm = torch.linalg.vector_norm(p.grad, dtype=norm_dtype(p.grad.dtype))
+            finite = _and(finite, torch.isfinite(norm))
+        if finite is None:
+            finite = torch.ones((), dtype=torch.bool)
+        return sums, total, finite
 
     def _log_agc_stats(self, sums: torch.Tensor, total: int) -> None:
         """Record ``train/agc_clip_fraction`` and ``train/agc_mean_factor``.
@@ -147,6 +239,10 @@ class AGCMixin:
                 for p in g['params']]
 
 
+def _and(flag: Optional[torch.Tensor], other: torch.Tensor) -> torch.Tensor:
+    return other if flag is None else flag & other.to(flag.device)
+
+
 @OPTIM_WRAPPERS.register_module()
 class AGCOptimWrapper(AGCMixin, OptimWrapper):
     """:class:`~mmengine.optim.OptimWrapper` with AGC (paper Sec. 4, Eq. 3).
@@ -161,11 +257,24 @@ class AGCOptimWrapper(AGCMixin, OptimWrapper):
         ...                    exclude=['head.fc.weight']))
     """
 
+    def step(self, **kwargs) -> None:
+        """Clip with AGC, then ``optimizer.step``, unless a gradient is not finite."""
+        if self._agc_update():
+            self.optimizer.step(**kwargs)
+
 
 @OPTIM_WRAPPERS.register_module()
 class AmpAGCOptimWrapper(AGCMixin, AmpOptimWrapper):
     """:class:`~mmengine.optim.AmpOptimWrapper` with AGC on the unscaled gradients.
 
     Takes the arguments of both (``loss_scale``, ``dtype`` ...).  Steps whose
-    gradients overflow are skipped by the ``GradScaler`` as usual.
+    gradients overflow are skipped by the ``GradScaler`` as usual, and counted and logged
+    as :class:`AGCMixin` describes.
     """
+
+    def step(self, **kwargs) -> None:
+        """Unscale, clip with AGC, then let the ``GradScaler`` step (or skip) and update."""
+        self.loss_scaler.unscale_(self.optimizer)
+        self._agc_update()
+        self.loss_scaler.step(self.optimizer, **kwargs)
+        self.loss_scaler.update(self._scale_update_param)
