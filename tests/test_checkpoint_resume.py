@@ -224,32 +224,56 @@ def test_malicious_checkpoint_is_refused(trained, data_root, tmp_path, payload):
     assert not marker.exists()
 
 
-def test_remote_schemes_load_with_the_allowlist(trained, tmp_path):
-    """http(s):// and other MMEngine schemes use torch.load's weights-only default; the
-    wrappers let real checkpoints through and refuse payloads as for local files."""
-    for prefix in ('http://', 'https://', 'open-mmlab://'):
-        assert getattr(CheckpointLoader._schemes[prefix], '_nfnets_mm_safe', False), prefix
-    marker = tmp_path / 'pwned'
-    evil = str(tmp_path / 'remote_evil.pth')
-    ckpt = safe_load(trained['ckpt'])
-    ckpt['meta']['note'] = _ShellPayload(str(marker))
-    torch.save(ckpt, evil)
-    files = {'nfnetstest://good': trained['ckpt'], 'nfnetstest://evil': evil}
+def test_every_scheme_loads_safely():
+    """Every registered scheme (local, http(s), model zoos, pavi, s3 ...) resolves to an
+    nfnets_mm loader; their behaviour is tested in test_remote_checkpoints.py."""
+    from nfnets_mm.utils import safe_checkpoint as sc
+    expected = {'': load_from_local_safe, 'http://': sc.load_from_http_safe,
+                'https://': sc.load_from_http_safe,
+                'open-mmlab://': sc.load_from_openmmlab_safe,
+                'openmmlab://': sc.load_from_openmmlab_safe,
+                'mmcls://': sc.load_from_mmcls_safe,
+                'torchvision://': sc.load_from_torchvision_safe,
+                'modelzoo://': sc.load_from_torchvision_safe}
+    for prefix, loader in expected.items():
+        assert CheckpointLoader._schemes[prefix] is loader, prefix
+    for prefix, loader in CheckpointLoader._schemes.items():
+        assert getattr(loader, '_nfnets_mm_safe', False), prefix
+    before = dict(CheckpointLoader._schemes)
+    secure_registered_schemes()  # idempotent: nothing is wrapped twice
+    assert all(CheckpointLoader._schemes[p] is loader for p, loader in before.items())
 
-    def fake_download_and_load(filename, map_location=None):  # like load_from_http
-        return torch.load(files[filename], map_location=map_location)
 
-    CheckpointLoader.register_scheme('nfnetstest://', fake_download_and_load, force=True)
-    try:
-        secure_registered_schemes()
-        from mmengine.runner.checkpoint import _load_checkpoint
-        loaded = _load_checkpoint('nfnetstest://good', map_location='cpu')
-        _assert_same(loaded['state_dict'], safe_load(trained['ckpt'])['state_dict'])
-        with pytest.raises(UnsafeCheckpointError, match='nfnetstest://evil'):
-            _load_checkpoint('nfnetstest://evil', map_location='cpu')
-        assert not marker.exists()
-    finally:
-        CheckpointLoader._schemes.pop('nfnetstest://', None)
+def _damaged_files(tmp_path, ckpt_path):
+    data = open(ckpt_path, 'rb').read()
+    legacy = str(tmp_path / 'legacy.pth')
+    torch.save({'w': torch.arange(1000.)}, legacy, _use_new_zipfile_serialization=False)
+    legacy_data = open(legacy, 'rb').read()
+    return {'empty': (b'', 'the file is empty'),
+            'truncated': (data[:len(data) // 2], 'truncated'),
+            'legacy truncated': (legacy_data[:len(legacy_data) // 2], 'ends before'),
+            'text': (b'step,loss\n1,2.3\n', 'not a PyTorch checkpoint')}
+
+
+@pytest.mark.parametrize('kind', ['empty', 'truncated', 'legacy truncated', 'text'])
+def test_damaged_checkpoint_is_explained(trained, tmp_path, kind):
+    data, phrase = _damaged_files(tmp_path, trained['ckpt'])[kind]
+    path = str(tmp_path / 'damaged.pth')
+    with open(path, 'wb') as f:
+        f.write(data)
+    from nfnets_mm.models.backbones import NFNet
+    from nfnets_mm.utils import CorruptCheckpointError
+    for load in (lambda: safe_load(path),
+                 lambda: load_checkpoint(NFNet(arch=TINY_ARCH), path, map_location='cpu')):
+        with pytest.raises(CorruptCheckpointError) as info:
+            load()
+        message = str(info.value)
+        assert isinstance(info.value, RuntimeError)
+        assert path in message and f'({len(data)} bytes)' in message and phrase in message
+        if kind == 'text':
+            assert 'Check that the path' in message
+        else:
+            assert 'interrupted save' in message and 'earlier checkpoint' in message
 
 
 class _StatsInjection:

@@ -1,0 +1,334 @@
+"""Remote checkpoints load only through the weights-only allowlist.
+
+``http(s)://``, ``open-mmlab://``, ``openmmlab://``, ``mmcls://``, ``torchvision://``,
+``modelzoo://`` and any other scheme: a malicious checkpoint is refused before its
+payload runs, whichever MMEngine entry point loads it; a real MMEngine checkpoint loads
+and torch.hub's download cache keeps working; damaged downloads raise a clear error.
+
+A real ``http.server`` on 127.0.0.1 (port 0, a thread, shut down after each test)
+serves the files; the torch.hub cache is the test's ``tmp_path``.
+"""
+import hashlib
+import http.server
+import os
+import os.path as osp
+import threading
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import CheckpointLoader, Runner, load_checkpoint
+from mmengine.runner import checkpoint as mmengine_checkpoint
+
+import nfnets_mm  # noqa: F401  (installs the safe loaders)
+from nfnets_mm.models.backbones import NFNet
+from nfnets_mm.utils import CorruptCheckpointError, UnsafeCheckpointError, safe_load
+from nfnets_mm.utils import safe_checkpoint
+from test_checkpoint_resume import TINY_ARCH, _assert_same, _cfg, data_root  # noqa: F401
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: proof that the checkpoint's code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f'open({self.marker!r}, "w").close()', ))
+
+
+@pytest.fixture(scope='module')
+def real_ckpt(data_root, tmp_path_factory):  # noqa: F811
+    """A real MMEngine Runner checkpoint (HistoryBuffers, NumPy scalars ...)."""
+    work = str(tmp_path_factory.mktemp('remote_run'))
+    Runner.from_cfg(Config(_cfg(data_root, work, 2))).train()
+    path = osp.join(work, 'iter_2.pth')
+    with open(path, 'rb') as f:
+        return dict(path=path, data=f.read(), ckpt=safe_load(path))
+
+
+@pytest.fixture
+def evil(real_ckpt, tmp_path):
+    """``(bytes of a malicious checkpoint, marker its payload would create)``."""
+    marker = tmp_path / 'pwned'
+    ckpt = dict(real_ckpt['ckpt'], meta=dict(real_ckpt['ckpt']['meta'],
+                                              note=_Payload(str(marker))))
+    path = tmp_path / 'evil_source.pth'
+    torch.save(ckpt, str(path))
+    return path.read_bytes(), marker
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    timeout = 10
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        body = self.server.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/octet-stream')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class _Server:
+    """The test's HTTP server: ``serve(name, data)`` returns the URL of ``/name``;
+    ``requests`` lists the paths requested so far."""
+
+    def __init__(self):
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.files, self.httpd.requests = {}, []
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs=dict(poll_interval=0.05), daemon=True)
+        self.thread.start()
+
+    @property
+    def requests(self):
+        return self.httpd.requests
+
+    def serve(self, name, data):
+        self.httpd.files[f'/ckpt/{name}'] = data
+        return f'http://127.0.0.1:{self.httpd.server_address[1]}/ckpt/{name}'
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """A loopback HTTP server, and the torch.hub cache in ``tmp_path/hub``."""
+    for var in ('http_proxy', 'https_proxy', 'all_proxy'):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.upper(), raising=False)
+    monkeypatch.setenv('no_proxy', '127.0.0.1,localhost')
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    srv = _Server()
+    yield srv
+    srv.close()
+
+
+def _cache(tmp_path, name):
+    return tmp_path / 'hub' / 'checkpoints' / name
+
+
+def _assert_is_real_ckpt(loaded, real_ckpt):
+    _assert_same(loaded['state_dict'], real_ckpt['ckpt']['state_dict'], 'state_dict')
+    _assert_same(loaded['optimizer'], real_ckpt['ckpt']['optimizer'], 'optimizer')
+    assert loaded['meta']['iter'] == 2
+
+
+def _load_with_runner(url, data_root, tmp_path):  # noqa: F811
+    runner = Runner(**_cfg(data_root, str(tmp_path / 'run'), 1), load_from=url)
+    runner.load_or_resume()
+    return runner
+
+
+ENTRY_POINTS = {
+    'CheckpointLoader': lambda url, **_: CheckpointLoader.load_checkpoint(
+        url, map_location='cpu'),
+    'load_checkpoint': lambda url, **_: load_checkpoint(
+        NFNet(arch=TINY_ARCH), url, map_location='cpu'),
+    'mmengine load_from_http': lambda url, **_: mmengine_checkpoint.load_from_http(url),
+    'Runner(load_from=)': lambda url, data_root, tmp_path: _load_with_runner(
+        url, data_root, tmp_path),
+    'init_cfg Pretrained': lambda url, **_: NFNet(
+        arch=TINY_ARCH, init_cfg=dict(type='Pretrained', checkpoint=url)).init_weights(),
+}
+
+
+@pytest.mark.parametrize('entry', list(ENTRY_POINTS))
+def test_http_malicious_checkpoint_is_refused(entry, server, evil, data_root,  # noqa: F811
+                                              tmp_path):
+    data, marker = evil
+    url = server.serve('evil.pth', data)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        ENTRY_POINTS[entry](url, data_root=data_root, tmp_path=tmp_path)
+    message = str(info.value)
+    assert url in message and 'allowlist' in message and 'exec' in message
+    assert str(_cache(tmp_path, 'evil.pth')) in message
+    assert not marker.exists()
+    assert server.requests == ['/ckpt/evil.pth']  # really downloaded, then refused
+
+
+def test_http_real_checkpoint_loads_and_is_cached(server, real_ckpt, data_root,  # noqa: F811
+                                                  tmp_path):
+    url = server.serve('good.pth', real_ckpt['data'])
+    _assert_is_real_ckpt(CheckpointLoader.load_checkpoint(url, map_location='cpu'),
+                         real_ckpt)
+    assert _cache(tmp_path, 'good.pth').read_bytes() == real_ckpt['data']
+    runner = _load_with_runner(url, data_root, tmp_path)
+    _assert_same(runner.model.state_dict(), real_ckpt['ckpt']['state_dict'], 'runner')
+    assert server.requests == ['/ckpt/good.pth']  # the second load came from the cache
+
+
+@pytest.fixture
+def zoo(server, real_ckpt, evil, monkeypatch, tmp_path):
+    """MMEngine's name tables map ``nf_good``/``nf_evil`` to the test server (and
+    ``nf_local_*`` to files under a fake MMEngine home); ``nf_old`` is deprecated in
+    favour of ``nf_good``."""
+    urls = dict(nf_good=server.serve('zoo_good.pth', real_ckpt['data']),
+                nf_evil=server.serve('zoo_evil.pth', evil[0]))
+    home = tmp_path / 'mmengine_home'
+    (home / 'nf').mkdir(parents=True)
+    (home / 'nf' / 'good.pth').write_bytes(real_ckpt['data'])
+    (home / 'nf' / 'evil.pth').write_bytes(evil[0])
+    external = dict(urls, nf_local_good='nf/good.pth', nf_local_evil='nf/evil.pth')
+    monkeypatch.setattr(mmengine_checkpoint, '_get_mmengine_home', lambda: str(home))
+    monkeypatch.setattr(mmengine_checkpoint, 'get_external_models', lambda: dict(external))
+    monkeypatch.setattr(mmengine_checkpoint, 'get_deprecated_model_names',
+                        lambda: dict(nf_old='nf_good'))
+    monkeypatch.setattr(mmengine_checkpoint, 'get_mmcls_models', lambda: dict(urls))
+    monkeypatch.setattr(mmengine_checkpoint, 'get_torchvision_models', lambda: dict(urls))
+    return dict(urls, home=home, marker=evil[1])
+
+
+@pytest.mark.parametrize('prefix', ['open-mmlab://', 'openmmlab://', 'mmcls://',
+                                    'torchvision://', 'modelzoo://'])
+def test_model_zoo_schemes_are_safe(prefix, zoo, real_ckpt):
+    with pytest.raises(UnsafeCheckpointError) as info:
+        CheckpointLoader.load_checkpoint(f'{prefix}nf_evil', map_location='cpu')
+    assert zoo['nf_evil'] in str(info.value)
+    assert not zoo['marker'].exists()
+
+    loaded = CheckpointLoader.load_checkpoint(f'{prefix}nf_good', map_location='cpu')
+    if prefix == 'mmcls://':  # MMEngine's _process_mmcls_checkpoint: the backbone only
+        expected = {k[len('backbone.'):]: v
+                    for k, v in real_ckpt['ckpt']['state_dict'].items()
+                    if k.startswith('backbone.')}
+        assert expected and set(loaded) == {'state_dict'}
+        _assert_same(loaded['state_dict'], expected)
+    else:
+        _assert_is_real_ckpt(loaded, real_ckpt)
+
+
+def test_open_mmlab_deprecated_and_local_entries_are_safe(zoo, real_ckpt):
+    _assert_is_real_ckpt(CheckpointLoader.load_checkpoint('open-mmlab://nf_old'), real_ckpt)
+    _assert_is_real_ckpt(CheckpointLoader.load_checkpoint('open-mmlab://nf_local_good'),
+                         real_ckpt)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        CheckpointLoader.load_checkpoint('openmmlab://nf_local_evil')
+    assert str(zoo['home'] / 'nf' / 'evil.pth') in str(info.value)
+    assert not zoo['marker'].exists()
+
+
+def test_mmengine_module_loaders_are_replaced():
+    for name in ('load_from_local', 'load_from_http', 'load_from_openmmlab',
+                 'load_from_mmcls', 'load_from_torchvision', 'load_from_pavi',
+                 'load_from_ceph'):
+        assert getattr(getattr(mmengine_checkpoint, name), '_nfnets_mm_safe', False), name
+    for path in ('pavi://x', 's3://bucket/x', 'open-mmlab:s3://bucket/x', 'petrel://x'):
+        assert CheckpointLoader._get_checkpoint_loader(path)._nfnets_mm_safe, path
+
+
+def _unsafe_loader(files, explicit_false):
+    """A third-party scheme loader that unpickles with torch.load, unsafely."""
+
+    def load_from_nfnetstest(filename, map_location=None):
+        path = files[filename]
+        if explicit_false:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location=map_location)  # like MMEngine's pavi/ceph
+
+    return load_from_nfnetstest
+
+
+@pytest.mark.parametrize('explicit_false', [True, False])
+def test_scheme_registered_later_is_forced_weights_only(explicit_false, real_ckpt, evil,
+                                                       tmp_path, monkeypatch):
+    data, marker = evil
+    (tmp_path / 'evil.pth').write_bytes(data)
+    files = {'nfnetstest://good': real_ckpt['path'], 'nfnetstest://evil':
+             str(tmp_path / 'evil.pth')}
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    monkeypatch.delenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', raising=False)
+    # registered after nfnets_mm was imported, without any call into nfnets_mm
+    CheckpointLoader.register_scheme('nfnetstest://', _unsafe_loader(files, explicit_false))
+    try:
+        with pytest.raises(UnsafeCheckpointError, match='nfnetstest://evil'):
+            load_checkpoint(NFNet(arch=TINY_ARCH), 'nfnetstest://evil', map_location='cpu')
+        assert not marker.exists()
+        _assert_is_real_ckpt(CheckpointLoader.load_checkpoint('nfnetstest://good'),
+                             real_ckpt)
+    finally:
+        CheckpointLoader._schemes.pop('nfnetstest://', None)
+    # the environment is restored
+    assert os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] == '1'
+    assert 'TORCH_FORCE_WEIGHTS_ONLY_LOAD' not in os.environ
+
+
+def test_env_var_cannot_disable_weights_only(server, evil, real_ckpt, tmp_path,
+                                             monkeypatch):
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    data, marker = evil
+    local = tmp_path / 'evil_local.pth'
+    local.write_bytes(data)
+    for path in (str(local), server.serve('evil.pth', data)):
+        with pytest.raises(UnsafeCheckpointError):
+            load_checkpoint(NFNet(arch=TINY_ARCH), path, map_location='cpu')
+        assert not marker.exists()
+    _assert_is_real_ckpt(
+        CheckpointLoader.load_checkpoint(server.serve('good.pth', real_ckpt['data'])),
+        real_ckpt)
+
+
+def _damaged(kind, data):
+    return {'empty': b'', 'truncated': data[:len(data) // 2],
+            'text': b'<html><body>404 Not Found</body></html>\n'}[kind]
+
+
+@pytest.mark.parametrize('kind,phrase', [('empty', 'empty'), ('truncated', 'truncated'),
+                                         ('text', 'not a PyTorch checkpoint')])
+def test_http_damaged_download_is_explained(kind, phrase, server, real_ckpt, tmp_path):
+    data = _damaged(kind, real_ckpt['data'])
+    url = server.serve('damaged.pth', data)
+    cached = _cache(tmp_path, 'damaged.pth')
+    with pytest.raises(CorruptCheckpointError) as info:
+        CheckpointLoader.load_checkpoint(url, map_location='cpu')
+    message = str(info.value)
+    assert isinstance(info.value, RuntimeError)
+    assert url in message and phrase in message and f', {len(data)} bytes)' in message
+    assert f'Delete the cached file {cached}' in message
+    # following the advice works
+    cached.unlink()
+    server.serve('damaged.pth', real_ckpt['data'])
+    _assert_is_real_ckpt(CheckpointLoader.load_checkpoint(url), real_ckpt)
+
+
+def test_sha256_prefix_in_file_name_is_checked(server, real_ckpt, tmp_path):
+    digest = hashlib.sha256(real_ckpt['data']).hexdigest()
+    good = server.serve(f'nf-{digest[:8]}.pth', real_ckpt['data'])
+    _assert_is_real_ckpt(CheckpointLoader.load_checkpoint(good), real_ckpt)
+    # short hex parts such as "-f0" are names, not hashes
+    _assert_is_real_ckpt(
+        CheckpointLoader.load_checkpoint(server.serve('nfnet-f0.pth', real_ckpt['data'])),
+        real_ckpt)
+
+    wrong = 'f' * 8 if not digest.startswith('f' * 8) else '0' * 8
+    bad = server.serve(f'nf-{wrong}.pth', real_ckpt['data'])
+    with pytest.raises(RuntimeError, match='SHA256') as info:
+        CheckpointLoader.load_checkpoint(bad)
+    assert bad in str(info.value)
+    assert sorted(os.listdir(tmp_path / 'hub' / 'checkpoints')) == sorted(
+        [f'nf-{digest[:8]}.pth', 'nfnet-f0.pth'])  # nothing kept, not even a .partial
+
+
+@pytest.mark.parametrize('rank', [0, 1])
+def test_distributed_rank_0_downloads_first(rank, server, real_ckpt, monkeypatch):
+    url = server.serve('good.pth', real_ckpt['data'])
+    at_barrier = []
+    monkeypatch.setattr(safe_checkpoint, 'get_dist_info', lambda: (rank, 2))
+    monkeypatch.setattr(torch.distributed, 'barrier',
+                        lambda *a, **k: at_barrier.append(len(server.requests)))
+    _assert_is_real_ckpt(CheckpointLoader.load_checkpoint(url), real_ckpt)
+    # rank 0 has downloaded when it reaches the barrier; the others wait for it there
+    assert at_barrier == [1 if rank == 0 else 0]
+    assert server.requests == ['/ckpt/good.pth']
