@@ -91,5 +91,6 @@ auto_scale_lr = dict(enable=False, base_batch_size=4)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=5),
     checkpoint=dict(type='CheckpointHook', interval=4, max_keep_ckpts=1))
-custom_hooks = [dict(type='PlotCurveHook')]
+# RNGStateHook: RNG states in every checkpoint, restored on resume (docs/training.md).
+custom_hooks = [dict(type='PlotCurveHook'), dict(type='RNGStateHook')]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))

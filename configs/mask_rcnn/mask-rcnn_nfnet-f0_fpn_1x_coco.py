@@ -54,4 +54,5 @@ optim_wrapper = dict(
 # COCO box + mask AP on val2017 (CocoMetric, as the base).
 val_evaluator = dict(type='CocoMetric', metric=['bbox', 'segm'])
 test_evaluator = val_evaluator
-custom_hooks = [dict(type='PlotCurveHook')]
+# RNGStateHook: RNG states in every checkpoint, restored on resume (docs/training.md).
+custom_hooks = [dict(type='PlotCurveHook'), dict(type='RNGStateHook')]

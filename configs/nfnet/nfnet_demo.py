@@ -103,6 +103,8 @@ custom_hooks = [
     dict(type='PlotCurveHook'),
     # Logs a hash of the final weights (and checks that all ranks agree under DDP).
     dict(type='WeightDigestHook'),
+    # Saves the RNG states in checkpoints so a resumed run replays the same augmentation.
+    dict(type='RNGStateHook'),
 ]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0, deterministic=False)

@@ -23,4 +23,5 @@ test_cfg = dict()
 # 8 GPUs x 256 = 2048; other totals: --auto-scale-lr rescales lr 0.1 linearly.
 auto_scale_lr = dict(base_batch_size=2048, enable=False)
 
-custom_hooks = [dict(type='PlotCurveHook')]
+# RNGStateHook: RNG states in every checkpoint, restored on resume (docs/training.md).
+custom_hooks = [dict(type='PlotCurveHook'), dict(type='RNGStateHook')]

@@ -46,4 +46,7 @@ custom_hooks = [
          priority='ABOVE_NORMAL'),
     # PNG of loss / lr / AGC clip fraction / accuracy in the run's log folder at the end.
     dict(type='PlotCurveHook'),
+    # RNG states (Python, NumPy, torch CPU / CUDA, per rank) in every checkpoint, restored
+    # on resume (docs/training.md, "What resume restores").
+    dict(type='RNGStateHook'),
 ]

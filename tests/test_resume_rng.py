@@ -1,0 +1,409 @@
+"""A killed and resumed run ends with the same weights as an uninterrupted one.
+
+With random augmentation (RandomResizedCrop, RandomFlip: NumPy's global generator) and
+a model that draws from torch's generator (stochastic depth, dropout), MMEngine's resume
+re-seeds instead of restoring the generators; ``RNGStateHook`` saves and restores them.
+
+* epoch loop, through ``tools/train.py``: the demo config on 16 images, a checkpoint and
+  a validation every epoch; one run straight through, one killed with SIGKILL once the
+  epoch-1 checkpoint is complete and resumed from it (explicit ``--resume <path>``).
+  Also on 2 CPU ranks (torchrun, gloo) with different seeds per rank: each rank must get
+  its own states back.
+* iteration loop, in process: ``InfiniteSampler``, checkpoint at iteration 2 of 4,
+  validation at 2 (it draws from torch's generator between the checkpoint and the next
+  batch), an exception after the checkpoint, resume.  Without the hook the weights
+  differ (the same scenario is checked both ways).
+"""
+import os
+import os.path as osp
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+import nfnets_mm  # noqa: F401  (registers NFNet, AGC wrappers, hooks, safe loader)
+from nfnets_mm.engine.hooks import RNGStateHook
+from nfnets_mm.engine.hooks.rng_state_hook import CHECKPOINT_KEY
+from nfnets_mm.utils.demo_data import ensure_demo_data, make_classification_demo
+from nfnets_mm.utils.safe_checkpoint import safe_load
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TRAIN = osp.join(REPO, 'tools', 'train.py')
+DEMO_CFG = osp.join(REPO, 'configs', 'nfnet', 'nfnet_demo.py')
+MAX_EPOCHS = 3
+KILL_AFTER_EPOCH = 1
+
+
+def _assert_state_dicts_equal(a, b, where):
+    assert list(a) == list(b), f'{where}: different keys'
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f'{where}: {len(differ)}/{len(a)} tensors differ, e.g. {differ[:3]}'
+
+
+def _assert_rng_entry(ckpt):
+    rng = ckpt[CHECKPOINT_KEY]
+    assert rng['world_size'] == 1 and len(rng['ranks']) == 1
+    states = rng['ranks'][0]
+    assert isinstance(states['torch'], torch.Tensor) and states['torch'].dtype == torch.uint8
+    assert states['numpy'][0] == 'MT19937' and states['numpy'][1].shape == (624, )
+    assert isinstance(states['python'], tuple) and len(states['python'][1]) == 625
+
+
+def _draws():
+    import random
+
+    import numpy as np
+    return (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist(),
+            torch.rand(3, device='cuda').tolist() if torch.cuda.is_available() else 0)
+
+
+def test_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    from nfnets_mm.engine.hooks import get_rng_states, set_rng_states
+    states = get_rng_states()
+    expected = _draws()
+    path = str(tmp_path / 'rng.pth')
+    torch.save({CHECKPOINT_KEY: dict(ranks=[states])}, path)
+    loaded = safe_load(path, map_location='cuda' if torch.cuda.is_available() else 'cpu')
+    _draws()
+    assert set_rng_states(loaded[CHECKPOINT_KEY]['ranks'][0]) == []
+    assert _draws() == expected
+
+
+# ----------------------------------------------------------------------------
+# epoch loop: tools/train.py, kill -9, --resume <path>
+# ----------------------------------------------------------------------------
+def _write_demo_cfg(path, data_root, rng_hook=True, diff_rank_seed=False):
+    """The demo config on 16 training / 8 validation images, 3 epochs of 2 iterations
+    (1 per rank on 2 ranks), checkpoint + validation every epoch, stochastic depth and
+    dropout switched on."""
+    hooks = "dict(type='RNGStateHook')" if rng_hook else ''
+    with open(path, 'w') as f:
+        f.write(f"""
+_base_ = [{DEMO_CFG!r}]
+data_root = {data_root!r}
+model = dict(backbone=dict(drop_path_rate=0.2), head=dict(dropout_rate=0.2))
+train_dataloader = dict(batch_size=8, dataset=dict(data_root=data_root, indices=16))
+val_dataloader = dict(batch_size=8, dataset=dict(data_root=data_root, indices=8))
+test_dataloader = val_dataloader
+train_cfg = dict(max_epochs={MAX_EPOCHS}, val_interval=1)
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval=1, max_keep_ckpts=-1))
+custom_hooks = [{hooks}]
+randomness = dict(seed=0, deterministic=True, diff_rank_seed={diff_rank_seed})
+""")
+    return path
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
+               PYTHONHASHSEED='0')
+    env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
+    return env
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def _train(cfg, work_dir, *extra, log_name='train.log', ranks=1):
+    """tools/train.py in its own session (so SIGKILL reaches torchrun's workers too)."""
+    os.makedirs(work_dir, exist_ok=True)
+    cmd = [sys.executable, TRAIN, cfg, '--work-dir', work_dir, *extra]
+    if ranks > 1:
+        cmd[1:2] = ['-m', 'torch.distributed.run', f'--nproc_per_node={ranks}',
+                    '--master_addr=127.0.0.1', f'--master_port={_free_port()}', TRAIN]
+        cmd += ['--launcher', 'pytorch']
+    with open(osp.join(work_dir, log_name), 'w') as log:
+        return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _finish(proc, work_dir, log_name='train.log', timeout=300):
+    rc = proc.wait(timeout=timeout)
+    with open(osp.join(work_dir, log_name)) as f:
+        log = f.read()
+    assert rc == 0, f'tools/train.py failed ({rc}):\n{log[-4000:]}'
+    return log
+
+
+def _kill_after_checkpoint(proc, work_dir, epoch, timeout=300):
+    """SIGKILL ``proc`` as soon as ``last_checkpoint`` names ``epoch_<epoch>.pth`` or a
+    later one (CheckpointHook writes it after the checkpoint file is complete)."""
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, 'the run ended before it could be killed'
+        if osp.isfile(pointer):
+            with open(pointer) as f:
+                name = osp.basename(f.read().strip())
+            if name.startswith('epoch_') and int(name[6:-4]) >= epoch:
+                os.killpg(proc.pid, signal.SIGKILL)
+                assert proc.wait(timeout=60) == -signal.SIGKILL
+                return name
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError('no checkpoint appeared in time')
+
+
+@pytest.fixture(scope='module')
+def demo_root():
+    ensure_demo_data(osp.join(REPO, 'data', 'demo'))
+    return osp.join(REPO, 'data', 'demo', 'cls')
+
+
+def test_every_training_config_uses_the_hook():
+    """Demo, ImageNet, fine-tuning and Mask R-CNN configs: the hook once, and every
+    custom hook builds from the config's scope."""
+    import glob
+    from mmengine.registry import HOOKS, DefaultScope
+    training = []
+    for path in sorted(glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)):
+        if '_base_' in path:
+            continue
+        cfg = Config.fromfile(path)
+        if cfg.get('train_cfg') is None:  # test-only configs (dm_weights)
+            continue
+        training.append(osp.relpath(path, REPO))
+        with DefaultScope.overwrite_default_scope(cfg.default_scope):
+            hooks = [HOOKS.build(dict(h)) for h in cfg.custom_hooks]
+        assert [type(h) for h in hooks].count(RNGStateHook) == 1, path
+    assert {'configs/nfnet/nfnet_demo.py', 'configs/nfnet/f0_imagenet.py',
+            'configs/nfnet/f0_finetune_imagenet.py',
+            'configs/mask_rcnn/mask-rcnn_nfnet-f1_fpn_1x_coco.py'} <= set(training)
+
+
+def _kill_resume_compare(cfg, root, ranks=1):
+    """Straight run vs. a run killed after epoch 1 and resumed; returns the epoch-1
+    checkpoint."""
+    straight_dir, killed_dir = str(root / 'straight'), str(root / 'killed')
+    # the two first runs are independent: run them side by side
+    straight = _train(cfg, straight_dir, ranks=ranks)
+    killed = _train(cfg, killed_dir, ranks=ranks)
+    killed_at = _kill_after_checkpoint(killed, killed_dir, KILL_AFTER_EPOCH)
+    _finish(straight, straight_dir)
+
+    ckpt_k = osp.join(killed_dir, f'epoch_{KILL_AFTER_EPOCH}.pth')
+    # keep only what a run killed right after epoch k would have left
+    for name in os.listdir(killed_dir):
+        if name.startswith('epoch_') and int(name[6:-4]) > KILL_AFTER_EPOCH:
+            os.remove(osp.join(killed_dir, name))
+    assert not osp.exists(osp.join(killed_dir, f'epoch_{MAX_EPOCHS}.pth')), killed_at
+
+    log = _finish(_train(cfg, killed_dir, '--resume', ckpt_k, log_name='resume.log',
+                         ranks=ranks), killed_dir, log_name='resume.log')
+    assert f'resumed epoch: {KILL_AFTER_EPOCH}' in log
+    assert 'RNGStateHook: restored the random number generator states' in log  # rank 0's
+
+    final = f'epoch_{MAX_EPOCHS}.pth'
+    a = safe_load(osp.join(straight_dir, final))
+    b = safe_load(osp.join(killed_dir, final))
+    _assert_state_dicts_equal(a['state_dict'], b['state_dict'],
+                              f'uninterrupted vs killed at {killed_at} and resumed')
+    return safe_load(ckpt_k)
+
+
+def test_killed_and_resumed_run_matches_uninterrupted_run(demo_root, tmp_path):
+    cfg = _write_demo_cfg(str(tmp_path / 'demo_resume.py'), demo_root)
+    _assert_rng_entry(_kill_resume_compare(cfg, tmp_path))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU (gloo) path')
+def test_two_ranks_killed_and_resumed_run_matches_uninterrupted_run(demo_root, tmp_path):
+    cfg = _write_demo_cfg(str(tmp_path / 'demo_resume.py'), demo_root, diff_rank_seed=True)
+    rng = _kill_resume_compare(cfg, tmp_path, ranks=2)[CHECKPOINT_KEY]
+    assert rng['world_size'] == 2
+    rank0, rank1 = rng['ranks']
+    # the ranks' states differ, so restoring the wrong one would be caught
+    assert not torch.equal(rank0['torch'], rank1['torch'])
+
+
+# ----------------------------------------------------------------------------
+# iteration loop, in process
+# ----------------------------------------------------------------------------
+TINY_ARCH = dict(depths=(1, 1, 1, 1), widths=(32, 64, 128, 128), group_width=16,
+                 stem_channels=(8, 8, 16, 16))
+
+
+@pytest.fixture(scope='module')
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('rng_data')
+    make_classification_demo(str(root), seed=0, num_train_per_class=2, num_val_per_class=1,
+                             image_size=32)
+    return str(root / 'cls')
+
+
+def _iter_cfg(data_root, work_dir, rng_hook):
+    """After tests/test_checkpoint_resume.py's tiny config, with random augmentation,
+    stochastic depth, dropout and validation at the checkpoint iteration."""
+    from nfnets_mm.models.backbones import NFNet
+    in_channels = NFNet(arch=TINY_ARCH).out_channels[-1]
+    dataset = dict(type='CustomDataset', data_root=data_root)
+    return dict(
+        model=dict(
+            type='ImageClassifier',
+            data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=6,
+                                   mean=[127.5] * 3, std=[127.5] * 3, to_rgb=True),
+            backbone=dict(type='NFNet', arch=TINY_ARCH, drop_path_rate=0.3),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='NFNetClsHead', num_classes=6, in_channels=in_channels,
+                      dropout_rate=0.3, loss=dict(type='CrossEntropyLoss'))),
+        work_dir=work_dir,
+        train_dataloader=dict(
+            batch_size=4, num_workers=0,
+            sampler=dict(type='InfiniteSampler', shuffle=True, seed=0),
+            dataset=dict(**dataset, data_prefix='train', pipeline=[
+                dict(type='LoadImageFromFile'),
+                dict(type='RandomResizedCrop', scale=32, backend='pillow'),
+                dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+                dict(type='PackInputs')])),
+        val_dataloader=dict(
+            batch_size=6, num_workers=0,
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            dataset=dict(**dataset, data_prefix='val', pipeline=[
+                dict(type='LoadImageFromFile'), dict(type='PackInputs')])),
+        val_evaluator=dict(type='Accuracy', topk=(1, )),
+        val_cfg=dict(),
+        train_cfg=dict(by_epoch=False, max_iters=4, val_interval=2),
+        optim_wrapper=dict(
+            type='AGCOptimWrapper', constructor='AGCOptimWrapperConstructor',
+            optimizer=dict(type='SGD', lr=0.05, momentum=0.9, nesterov=True,
+                           weight_decay=2e-5),
+            clip_grad=dict(type='agc', clipping=0.01, eps=1e-3,
+                           exclude=['head.fc.weight'])),
+        param_scheduler=dict(type='LinearLR', start_factor=0.25, by_epoch=False, begin=0,
+                             end=4),
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
+            logger=dict(type='LoggerHook', interval=1)),
+        custom_hooks=[dict(type='RNGStateHook')] if rng_hook else [],
+        default_scope='mmpretrain',
+        randomness=dict(seed=0, deterministic=True),
+        experiment_name=f'{osp.basename(work_dir)}_{uuid.uuid4().hex[:8]}',
+        log_level='WARNING')
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _InterruptAfterCheckpoint(Hook):
+    """Stands in for kill -9: stops the run right after the iteration-2 checkpoint."""
+    priority = 'LOWEST'
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == 2:
+            raise _Interrupt
+
+
+def _run_iter_resume(data_root, root, rng_hook):
+    straight = Runner.from_cfg(Config(_iter_cfg(data_root, str(root / 'straight'),
+                                                rng_hook)))
+    straight.train()
+
+    cfg = _iter_cfg(data_root, str(root / 'killed'), rng_hook)
+    cfg['custom_hooks'] = cfg['custom_hooks'] + [_InterruptAfterCheckpoint()]
+    with pytest.raises(_Interrupt):
+        Runner(**cfg).train()
+    ckpt = str(root / 'killed' / 'iter_2.pth')
+
+    resumed = Runner(**_iter_cfg(data_root, str(root / 'resumed'), rng_hook), resume=True,
+                     load_from=ckpt)
+    resumed.train()
+    assert resumed.iter == 4
+    a = safe_load(str(root / 'straight' / 'iter_4.pth'))['state_dict']
+    b = safe_load(str(root / 'resumed' / 'iter_4.pth'))['state_dict']
+    return a, b, ckpt
+
+
+@pytest.fixture(scope='module')
+def iter_runs(tiny_root, tmp_path_factory):
+    return _run_iter_resume(tiny_root, tmp_path_factory.mktemp('iter_runs'), rng_hook=True)
+
+
+def test_iter_loop_resume_matches_uninterrupted_run(iter_runs):
+    a, b, ckpt = iter_runs
+    _assert_rng_entry(safe_load(ckpt))
+    _assert_state_dicts_equal(a, b, 'iteration loop: uninterrupted vs resumed')
+
+
+def test_iter_loop_resume_differs_without_the_hook(tiny_root, tmp_path):
+    """The scenario above does depend on the generators: without the hook it fails."""
+    a, b, ckpt = _run_iter_resume(tiny_root, tmp_path, rng_hook=False)
+    assert CHECKPOINT_KEY not in safe_load(ckpt)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_restore_follows_mmengine_reseeding(iter_runs, tiny_root, tmp_path):
+    """The resumed config has another seed: ``Runner.resume`` re-seeds with the
+    checkpoint's seed *after* the ``after_load_checkpoint`` hooks; the states restored
+    later still win."""
+    cfg = _iter_cfg(tiny_root, str(tmp_path / 'reseeded'), rng_hook=True)
+    cfg['randomness'] = dict(seed=1, deterministic=True)
+    runner = Runner(**cfg, resume=True, load_from=iter_runs[2])
+    runner.train()
+    assert runner.seed == 0  # MMEngine took the checkpoint's seed
+    _assert_state_dicts_equal(iter_runs[0], runner.model.state_dict(),
+                              'resumed with another config seed')
+
+
+def _count_restores(monkeypatch):
+    from nfnets_mm.engine.hooks import rng_state_hook
+    calls = []
+    original = rng_state_hook.set_rng_states
+
+    def recording(states):
+        calls.append(states)
+        return original(states)
+
+    monkeypatch.setattr(rng_state_hook, 'set_rng_states', recording)
+    return calls
+
+
+def test_checkpoint_without_rng_state_resumes_with_a_warning(iter_runs, tiny_root,
+                                                             tmp_path, monkeypatch):
+    old = safe_load(iter_runs[2])
+    del old[CHECKPOINT_KEY]
+    old_path = str(tmp_path / 'old.pth')
+    torch.save(old, old_path)
+    calls = _count_restores(monkeypatch)
+    cfg = _iter_cfg(tiny_root, str(tmp_path / 'old_resumed'), rng_hook=True)
+    cfg['log_level'] = 'INFO'
+    runner = Runner(**cfg, resume=True, load_from=old_path)
+    runner.train()
+    assert runner.iter == 4
+    # nothing to restore after the replay; the iteration-4 snapshot is never restored
+    assert calls == []
+    with open(osp.join(runner.log_dir, f'{runner.timestamp}.log')) as f:
+        assert 'holds no RNG states' in f.read()
+
+
+def test_load_from_without_resume_does_not_restore(iter_runs, tiny_root, tmp_path,
+                                                   monkeypatch):
+    """Fine-tuning from a checkpoint (load_from, no resume) keeps the seeded state."""
+    calls = _count_restores(monkeypatch)
+    cfg = _iter_cfg(tiny_root, str(tmp_path / 'finetune'), rng_hook=True)
+    cfg['train_cfg']['max_iters'] = 1
+    runner = Runner(**cfg, load_from=iter_runs[2])
+    runner.train()
+    assert runner.iter == 1 and calls == []
+
+
+def test_resume_restores_once(iter_runs, tiny_root, tmp_path, monkeypatch):
+    """Resuming restores the checkpoint's states exactly once, after the replay."""
+    calls = _count_restores(monkeypatch)
+    cfg = _iter_cfg(tiny_root, str(tmp_path / 'again'), rng_hook=True)
+    cfg['train_cfg']['max_iters'] = 3
+    runner = Runner(**cfg, resume=True, load_from=iter_runs[2])
+    runner.train()
+    saved = safe_load(iter_runs[2])[CHECKPOINT_KEY]['ranks'][0]
+    assert len(calls) == 1 and torch.equal(calls[0]['torch'].cpu(), saved['torch'])
