@@ -3,6 +3,7 @@ import os
 import os.path as osp
 import pickle
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -74,6 +75,30 @@ def test_train_writes_checkpoint_logs_and_evaluates(demo_run):
 def test_train_refuses_a_work_dir_with_checkpoints(demo_run):
     proc = run([PYTHON, 'tools/train.py', DEMO, '--work-dir', demo_run], check=False)
     assert proc.returncode != 0 and 'already holds checkpoints' in proc.stderr
+
+
+def test_resume_without_last_checkpoint_continues_from_the_newest_checkpoint(demo_run,
+                                                                           tmp_path):
+    """Issue 9.2: a work dir with epoch_1.pth but no last_checkpoint (e.g. killed while
+    writing it, or copied without it) resumes from epoch_1.pth instead of training from
+    scratch over it."""
+    work_dir = tmp_path / 'copied'
+    work_dir.mkdir()
+    shutil.copy(osp.join(demo_run, 'epoch_1.pth'), work_dir / 'epoch_1.pth')
+    before = state_dict_digest(torch.load(work_dir / 'epoch_1.pth', map_location='cpu',
+                                          weights_only=False)['state_dict'])
+    cfg = [c.replace('max_epochs=1', 'max_epochs=2') for c in TINY
+           if not c.startswith('val_dataloader')]
+    run([PYTHON, 'tools/train.py', DEMO, '--resume', '--work-dir', str(work_dir),
+         '--no-validate', '--cfg-options', *cfg])
+    text = log_text(str(work_dir))
+    assert 'Epoch(train) [2][2/2]' in text and 'Epoch(train) [1]' not in text
+    assert f'resuming from its newest epoch checkpoint {work_dir}/epoch_1.pth' in text
+    ckpt = torch.load(work_dir / 'epoch_2.pth', map_location='cpu', weights_only=False)
+    assert ckpt['meta']['iter'] == 4 and ckpt['meta']['epoch'] == 2
+    after = state_dict_digest(torch.load(work_dir / 'epoch_1.pth', map_location='cpu',
+                                         weights_only=False)['state_dict'])
+    assert after == before
 
 
 def test_test_tool_prints_accuracy_and_dumps_predictions(demo_run, tmp_path):

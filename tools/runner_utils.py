@@ -1,8 +1,13 @@
 """Helpers shared by tools/train.py and tools/test.py (not a public API)."""
+import contextlib
+import datetime
 import importlib
 import os
+import os.path as osp
+import re
 import warnings
 from copy import deepcopy
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, ConfigDict
 
@@ -45,7 +50,16 @@ def apply_amp(cfg: Config) -> None:
 
 def set_default_dataloader_cfg(cfg: Config, field: str, pin_memory: bool = True,
                                persistent_workers: bool = True) -> None:
-    """MMPretrain's dataloader defaults (pin memory, persistent workers if any)."""
+    """MMPretrain's dataloader defaults, applied to the *merged* config.
+
+    Call it after ``--cfg-options`` are merged, so it sees the final ``num_workers``:
+    ``pin_memory`` is set unless the config sets it, ``persistent_workers`` is turned on
+    only with worker processes.  ``pin_memory=False`` / ``persistent_workers=False``
+    (``--no-pin-memory`` / ``--no-persistent-workers``) force the option off.  With
+    ``num_workers=0`` the options PyTorch's ``DataLoader`` accepts only with workers
+    (``persistent_workers=True``, ``prefetch_factor``) are turned off / dropped, with a
+    warning when the config asked for them.
+    """
     if cfg.get(field, None) is None:
         return
     loader = ConfigDict(pin_memory=pin_memory)
@@ -56,7 +70,172 @@ def set_default_dataloader_cfg(cfg: Config, field: str, pin_memory: bool = True,
         loader.pin_memory = False
     if not persistent_workers and 'persistent_workers' in loader:
         loader.persistent_workers = False
+    if loader.get('num_workers', 0) == 0:
+        drop_worker_only_options(loader, field)
     cfg[field] = loader
+
+
+def drop_worker_only_options(loader: ConfigDict, field: str) -> None:
+    """Turn off the ``DataLoader`` options that raise ``ValueError`` without workers."""
+    if loader.get('persistent_workers', False):
+        warnings.warn(f'{field}: persistent_workers=True needs num_workers > 0; with '
+                      'num_workers=0 it is turned off.')
+        loader.persistent_workers = False
+    if loader.get('prefetch_factor', None) is not None:
+        warnings.warn(f'{field}: prefetch_factor={loader.prefetch_factor} needs '
+                      'num_workers > 0; with num_workers=0 it is dropped.')
+    loader.pop('prefetch_factor', None)
+
+
+def _dataset_cfgs(node) -> Iterator[dict]:
+    """Every dataset config (a dict with ``ann_file``) inside a dataloader config,
+    including those wrapped by ``ConcatDataset`` / ``RepeatDataset`` / ... ."""
+    if isinstance(node, dict):
+        if 'ann_file' in node:
+            yield node
+        for value in node.values():
+            yield from _dataset_cfgs(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from _dataset_cfgs(value)
+
+
+def annotation_path(dataset: dict) -> Optional[str]:
+    """``ann_file`` joined with ``data_root`` as MMEngine's ``BaseDataset`` does;
+    ``None`` when it names no local file (empty, remote URI, not a string)."""
+    ann_file = dataset.get('ann_file', None)
+    if not isinstance(ann_file, str) or not ann_file or '://' in ann_file:
+        return None
+    data_root = dataset.get('data_root', None)
+    if not osp.isabs(ann_file) and isinstance(data_root, str) and data_root:
+        ann_file = osp.join(data_root, ann_file)
+    return ann_file
+
+
+def is_empty_file(path: str) -> bool:
+    """True for an existing local file holding nothing but whitespace."""
+    if not osp.isfile(path):
+        return False
+    size = osp.getsize(path)
+    if size > 4096:
+        return False
+    with open(path, 'rb') as f:
+        return not f.read().strip()
+
+
+def check_annotation_files(cfg: Config, fields: Sequence[str]) -> None:
+    """Fail early, naming the file and the dataloader, on an empty annotation file.
+
+    An empty ``ann_file`` gives a dataset without samples, which otherwise fails deep
+    inside the runner (e.g. NumPy's ``need at least one array to concatenate``) or,
+    for some datasets, only once the first batch is requested.
+    """
+    for field in fields:
+        loader = cfg.get(field, None)
+        if loader is None:
+            continue
+        for dataset in _dataset_cfgs(loader.get('dataset', None)):
+            path = annotation_path(dataset)
+            if path is not None and is_empty_file(path):
+                raise ValueError(
+                    f'{field}: the annotation file {path} (dataset ann_file='
+                    f'{dataset["ann_file"]!r}) is empty, so the dataset has no samples. '
+                    'Likely cause: the data preparation step did not finish or wrote to '
+                    'another path; regenerate the file or point ann_file elsewhere with '
+                    f'--cfg-options {field}.dataset.ann_file=PATH.')
+
+
+# ----------------------------------------------------------------------------
+# checkpoints matching the model (tools/test.py)
+# ----------------------------------------------------------------------------
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint lacks weights of the model or has them in other shapes."""
+
+
+def checkpoint_state_dict(checkpoint, filename: str = 'the checkpoint') -> dict:
+    """The weights MMEngine's ``Runner.load_checkpoint`` loads from ``checkpoint``.
+
+    Its ``state_dict`` (or the checkpoint itself when it is a bare state dict), with the
+    ``module.`` prefix of wrapped / averaged models removed.  Checkpoints written with
+    an ``EMAHook`` (``WarmupEMAHook``) keep the averaged weights under ``state_dict`` and
+    the raw ones under ``ema_state_dict``; the former are what is evaluated.
+    """
+    if not isinstance(checkpoint, dict):
+        raise CheckpointMismatchError(
+            f'{filename} holds a {type(checkpoint).__name__}, not a dict (an MMEngine '
+            'checkpoint or a state dict).')
+    state = checkpoint.get('state_dict', checkpoint)
+    return {re.sub(r'^module\.', '', key): value for key, value in state.items()}
+
+
+def compare_state_dicts(model_state: dict, ckpt_state: dict
+                        ) -> Tuple[List[str], List[str]]:
+    """``(missing, mismatched)``: model weights absent from the checkpoint, and
+    ``key: checkpoint shape vs model shape`` lines for those of another shape.
+    BatchNorm's ``num_batches_tracked`` counters may be missing (as MMEngine allows)."""
+    missing, mismatched = [], []
+    for key, value in model_state.items():
+        if key not in ckpt_state:
+            if 'num_batches_tracked' not in key:
+                missing.append(key)
+            continue
+        theirs = getattr(ckpt_state[key], 'shape', None)
+        if theirs is not None and tuple(theirs) != tuple(value.shape):
+            mismatched.append(f'{key}: {tuple(theirs)} in the checkpoint, '
+                              f'{tuple(value.shape)} in the model')
+    return missing, mismatched
+
+
+def check_checkpoint_matches(model, filename: str, max_keys: int = 5) -> None:
+    """Refuse a checkpoint that would load only partially into ``model``.
+
+    MMEngine loads test checkpoints non-strictly: weights of another shape or missing
+    from the checkpoint are skipped with a warning and the model is evaluated with its
+    random initialisation.  Extra checkpoint keys (e.g. ``ema_state_dict``'s step
+    counter, heads the config does not build) are allowed.
+    """
+    from mmengine.model import is_model_wrapper
+    from mmengine.runner.checkpoint import _load_checkpoint
+    if is_model_wrapper(model):
+        model = model.module
+    ckpt_state = checkpoint_state_dict(_load_checkpoint(filename, map_location='cpu'),
+                                       filename)
+    missing, mismatched = compare_state_dicts(model.state_dict(), ckpt_state)
+    if not missing and not mismatched:
+        return
+    problems = []
+    if mismatched:
+        problems.append(f'{len(mismatched)} weight(s) of another shape, first: '
+                        + '; '.join(mismatched[:max_keys]))
+    if missing:
+        problems.append(f'{len(missing)} weight(s) of the model missing from it, first: '
+                        + ', '.join(missing[:max_keys]))
+    raise CheckpointMismatchError(
+        f'Checkpoint {filename} does not fit the model of the config: '
+        + '. '.join(problems) + '. It was probably saved for another architecture or '
+        'config; pass --allow-mismatch to load the matching weights anyway (the others '
+        'keep their initialisation).')
+
+
+def dist_init_kwargs(dist_cfg) -> Tuple[str, dict]:
+    """``(backend, init_process_group kwargs)`` from ``env_cfg.dist_cfg``, as MMEngine's
+    ``init_dist`` reads it: ``timeout`` in seconds becomes a ``datetime.timedelta``, the
+    other keys go to ``torch.distributed.init_process_group``."""
+    kwargs = dict(dist_cfg or {})
+    backend = kwargs.pop('backend', 'nccl')
+    init_backend = kwargs.pop('init_backend', 'torch')
+    if init_backend != 'torch':
+        raise RuntimeError(f'dist_cfg.init_backend={init_backend!r} needs GPUs; without '
+                           "CUDA only 'torch' (torch.distributed) is supported.")
+    timeout = kwargs.get('timeout', None)
+    if timeout is not None:
+        try:
+            kwargs['timeout'] = datetime.timedelta(seconds=timeout)
+        except TypeError as exc:
+            raise TypeError(f'dist_cfg.timeout must be a number of seconds, got '
+                            f'{timeout!r}; e.g. dist_cfg=dict(backend=\'gloo\', '
+                            'timeout=1800).') from exc
+    return backend, kwargs
 
 
 def prepare_cpu_distributed(cfg: Config) -> None:
@@ -65,8 +244,10 @@ def prepare_cpu_distributed(cfg: Config) -> None:
     MMEngine's ``init_dist('pytorch')`` calls ``torch.cuda.set_device`` and its DDP
     wrapper passes ``device_ids=[LOCAL_RANK]``, both of which fail without a GPU.  On such
     a machine the process group is initialised here from torchrun's environment with the
-    config's backend (which must then be ``gloo``; the runner sees an initialised group
-    and skips its own ``init_dist``) and DDP gets ``device_ids=None``.
+    config's ``env_cfg.dist_cfg`` (its backend must then be ``gloo``; ``timeout`` in
+    seconds and the other keys are passed on as MMEngine's ``init_dist`` does; the runner
+    sees an initialised group and skips its own ``init_dist``) and DDP gets
+    ``device_ids=None``.
     """
     import torch
     import torch.distributed as dist
@@ -75,7 +256,7 @@ def prepare_cpu_distributed(cfg: Config) -> None:
     if cfg.launcher != 'pytorch':
         raise RuntimeError(f'launcher={cfg.launcher!r} needs GPUs; without CUDA only the '
                            "'pytorch' launcher (torchrun, gloo backend) is supported.")
-    backend = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('backend', 'nccl')
+    backend, kwargs = dist_init_kwargs(cfg.get('env_cfg', {}).get('dist_cfg', {}))
     if backend != 'gloo':
         raise RuntimeError(f'No CUDA device: distributed backend {backend!r} cannot run; '
                            'pass --cfg-options env_cfg.dist_cfg.backend=gloo.')
@@ -84,14 +265,40 @@ def prepare_cpu_distributed(cfg: Config) -> None:
             raise RuntimeError(f'--launcher pytorch needs {key} in the environment; start '
                                'the script with torchrun (tools/dist_train.sh).')
     if not dist.is_initialized():
-        dist.init_process_group(backend='gloo')
+        dist.init_process_group(backend=backend, **kwargs)
     wrapper = cfg.get('model_wrapper_cfg', None) or ConfigDict(type='MMDistributedDataParallel')
     wrapper.setdefault('device_ids', None)
     cfg.model_wrapper_cfg = wrapper
 
 
+@contextlib.contextmanager
+def distributed_session(cfg: Config) -> Iterator[None]:
+    """Run a tool's work inside the process group it needs, and destroy that group after.
+
+    Initialises the CPU process group (:func:`prepare_cpu_distributed`) on entry.  On
+    exit the group is destroyed if it was created inside the block (here, or by the
+    runner's ``init_dist`` on GPUs), so no gloo / NCCL threads outlive ``main()``
+    (an un-destroyed gloo group can abort the interpreter at exit with ``terminate
+    called without an active exception``).  After an error only a gloo group is
+    destroyed: destroying NCCL communicators while other ranks may still be inside a
+    collective can hang (pytorch/torchtitan#1342), so those are left to process exit.
+    """
+    import torch.distributed as dist
+    was_initialized = dist.is_available() and dist.is_initialized()
+    succeeded = False
+    try:
+        prepare_cpu_distributed(cfg)
+        yield
+        succeeded = True
+    finally:
+        if not was_initialized and dist.is_available() and dist.is_initialized():
+            if succeeded or dist.get_backend() == 'gloo':
+                dist.destroy_process_group()
+
+
 def build_runner(cfg: Config):
-    """Build the runner with the registry of the config's scope."""
+    """Build the runner with the registry of the config's scope (call it inside
+    :func:`distributed_session`)."""
     prepare_cpu_distributed(cfg)
     scope = cfg.default_scope
     registry = importlib.import_module(f'{scope}.registry')

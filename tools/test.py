@@ -5,7 +5,9 @@
     bash tools/dist_test.sh configs/mask_rcnn/mask-rcnn_nfnet-f0_fpn_1x_coco.py ckpt.pth 8
 
 Follows MMPretrain's ``tools/test.py``; the runner comes from the config's
-``default_scope`` and the repository root is put on ``sys.path``.
+``default_scope`` and the repository root is put on ``sys.path``.  Unlike MMEngine's
+non-strict loading, a checkpoint that lacks weights of the model or holds them in other
+shapes (another architecture) is refused unless ``--allow-mismatch`` is given.
 """
 import argparse
 import os
@@ -19,13 +21,23 @@ if REPO_ROOT not in sys.path:
 from mmengine.config import Config, DictAction  # noqa: E402
 
 # tools/ is sys.path[0] when this file runs as a script (also under torchrun).
-from runner_utils import build_runner, check_scope, set_default_dataloader_cfg  # noqa: E402
+from runner_utils import (build_runner, check_annotation_files,  # noqa: E402
+                          check_checkpoint_matches, check_scope, distributed_session,
+                          set_default_dataloader_cfg)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model (nfnets_mm)')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'checkpoint', help='checkpoint file; it must hold every weight of the model in the '
+        "model's shapes (a 'module.' prefix and EMA checkpoints are fine) unless "
+        '--allow-mismatch is given')
+    parser.add_argument(
+        '--allow-mismatch', action='store_true',
+        help='evaluate even if the checkpoint lacks weights of the model or has them in '
+        'other shapes (MMEngine then loads the matching weights with warnings and the '
+        'others keep their initialisation)')
     parser.add_argument('--work-dir', help='the dir to save the evaluation metrics / logs')
     parser.add_argument('--out', help='dump the predictions to this pickle file')
     parser.add_argument('--force', action='store_true',
@@ -36,7 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='disable pin_memory in the dataloader')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, key=value pairs merged into the config')
+        help='override config settings, key=value pairs merged into the config, e.g. '
+        'test_dataloader.num_workers=0; the dataloader defaults (pin_memory, '
+        'persistent_workers only with workers) are applied after them')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -61,6 +75,8 @@ def enable_visualization(cfg: Config, scope: str, show_dir: str) -> None:
 
 
 def merge_args(cfg: Config, args: argparse.Namespace, scope: str) -> Config:
+    """Merge the command line into the config (``--cfg-options`` last; the dataloader
+    defaults are applied to the merged config)."""
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -73,13 +89,14 @@ def merge_args(cfg: Config, args: argparse.Namespace, scope: str) -> Config:
         cfg.test_cfg.fp16 = True
     if args.show_dir is not None:
         enable_visualization(cfg, scope, args.show_dir)
-    set_default_dataloader_cfg(cfg, 'test_dataloader', pin_memory=not args.no_pin_memory)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    set_default_dataloader_cfg(cfg, 'test_dataloader', pin_memory=not args.no_pin_memory)
     return cfg
 
 
 def main(argv=None) -> dict:
+    """Evaluate; the process group of a distributed run is destroyed when it ends."""
     args = parse_args(argv)
     for path, what in ((args.config, 'Config file'), (args.checkpoint, 'Checkpoint')):
         if not osp.isfile(path):
@@ -93,15 +110,24 @@ def main(argv=None) -> dict:
     cfg = Config.fromfile(args.config)
     scope = check_scope(cfg, args.config)
     cfg = merge_args(cfg, args, scope)
-    runner = build_runner(cfg)
-    if args.out is not None:
-        if scope == 'mmdet':
-            from mmdet.evaluation import DumpDetResults
-            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-        else:
-            from mmengine.evaluator import DumpResults
-            runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
-    return runner.test()
+    check_annotation_files(cfg, ['test_dataloader'])
+    with distributed_session(cfg):
+        runner = build_runner(cfg)
+        if not args.allow_mismatch:
+            check_checkpoint_matches(runner.model, args.checkpoint)
+        if args.out is not None:
+            add_dump_metric(runner, scope, args.out)
+        return runner.test()
+
+
+def add_dump_metric(runner, scope: str, out: str) -> None:
+    """Dump the predictions to ``out`` with the scope's dump metric."""
+    if scope == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
+    else:
+        from mmengine.evaluator import DumpResults
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=out))
 
 
 if __name__ == '__main__':
