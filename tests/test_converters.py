@@ -4,7 +4,9 @@
     exactly (``nf_resnet*`` into ``NFResNet(avg_down=True)``).
 (b) a DeepMind-format file round-trips with every tensor placed once, in every container.
 (c) an independent NumPy forward of DeepMind's NFNet matches the converted model.
-(d) a malicious pickle is refused without running its payload.
+(d) a malicious pickle is refused without running its payload, and failures are one
+    ``error:`` line with exit status 2 (no traceback).
+(e) converted files get the permissions of a plain ``open(..., 'w')``.
 """
 import importlib.util
 import os
@@ -315,26 +317,26 @@ def test_dm_errors_are_clear(tmp_path, capsys):
     missing = {k: dict(v) for k, v in params.items()}
     del missing['NFNet/~/nf_block_2/~/conv1b']['gain']
     _write(missing, src, 'pickle_nested')
-    assert dm_conv.main([str(src), str(dst)]) == 1
+    assert dm_conv.main([str(src), str(dst)]) == 2
     err = capsys.readouterr().err
     assert 'missing' in err and 'backbone.stages.1.1.conv2b.gain' in err
 
     extra = {k: dict(v) for k, v in params.items()}
     extra['NFNet/~/nf_block/~/conv3'] = {'w': np.zeros((1, 1, 16, 32), np.float32)}
     _write(extra, src, 'pickle_nested')
-    assert dm_conv.main([str(src), str(dst)]) == 1
+    assert dm_conv.main([str(src), str(dst)]) == 2
     assert 'unexpected' in capsys.readouterr().err
 
     _write(params, src, 'pickle_nested')
-    assert dm_conv.main([str(src), str(dst), '--variant', 'F1']) == 1
+    assert dm_conv.main([str(src), str(dst), '--variant', 'F1']) == 2
     assert 'does not match --variant F1' in capsys.readouterr().err
-    assert dm_conv.main([str(src), str(dst), '--variant', 'F9']) == 1
+    assert dm_conv.main([str(src), str(dst), '--variant', 'F9']) == 2
     assert 'valid choices' in capsys.readouterr().err
     assert not dst.exists()
 
     assert dm_conv.main([str(src), str(dst)]) == 0
     stamp = dst.stat().st_mtime_ns
-    assert dm_conv.main([str(src), str(dst)]) == 1  # refuses to overwrite
+    assert dm_conv.main([str(src), str(dst)]) == 2  # refuses to overwrite
     assert 'already exists' in capsys.readouterr().err and dst.stat().st_mtime_ns == stamp
     assert dm_conv.main([str(src), str(dst), '--force']) == 0
 
@@ -496,9 +498,50 @@ def test_malicious_pickle_is_refused(tmp_path, capsys):
     assert b'system' in src.read_bytes()
     with pytest.raises(dm_conv.UnsafePickleError, match='system'):
         dm_conv.load_haiku_params(str(src))
-    assert dm_conv.main([str(src), str(dst)]) == 1
-    assert 'refusing to load global' in capsys.readouterr().err
+    assert dm_conv.main([str(src), str(dst)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'refusing to load global' in err
     assert not marker.exists() and not dst.exists()
+
+
+def test_timm_malicious_pickle_is_refused(tmp_path, capsys):
+    """Weights-only loading refuses the payload: one ``error:`` line, exit status 2."""
+    marker = tmp_path / 'pwned'
+    src, dst = tmp_path / 'evil_timm.pth', tmp_path / 'out.pth'
+    torch.save({'stem.conv1.weight': torch.zeros(1), 'evil': _Evil(str(marker))}, src)
+    assert timm_conv.main([str(src), str(dst)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'system' in err and 'Traceback' not in err
+    assert not marker.exists() and not dst.exists()
+
+
+@pytest.mark.parametrize('content', [b'', b'PK\x03\x04truncated'], ids=['empty', 'truncated'])
+@pytest.mark.parametrize('tool', ['dm', 'timm'])
+def test_unreadable_source_is_an_error_line(tmp_path, capsys, tool, content):
+    src, dst = tmp_path / 'broken.pth', tmp_path / 'out.pth'
+    src.write_bytes(content)
+    assert (dm_conv if tool == 'dm' else timm_conv).main([str(src), str(dst)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and len(err.strip().splitlines()) == 1, err
+    assert 'broken.pth' in err and ('empty' in err or 'truncated' in err), err
+    assert not dst.exists()
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o027])
+def test_converted_file_mode_follows_umask(tmp_path, umask):
+    """Not mkstemp's private 0600: ``0o666 & ~umask``, as ``open(path, 'w')`` gives."""
+    src, dst = tmp_path / 'p.pkl', tmp_path / 'out.pth'
+    _write(make_dm_params(SMALL_ARCH), src, 'pickle_nested')
+    old = os.umask(umask)
+    try:
+        assert dm_conv.main([str(src), str(dst)]) == 0
+        assert dst.stat().st_mode & 0o777 == 0o666 & ~umask
+        dst.chmod(0o600)
+        assert dm_conv.main([str(src), str(dst), '--force']) == 0
+        assert dst.stat().st_mode & 0o777 == 0o666 & ~umask
+    finally:
+        os.umask(old)
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == '.tmp'] == []
 
 
 def test_non_array_leaves_are_refused(tmp_path):

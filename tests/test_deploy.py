@@ -176,7 +176,8 @@ def test_onnx_export_matches_pytorch(tmp_path):
     """torch 2.14's default ``torch.onnx.export`` is the dynamo exporter (needs onnxscript,
     installed with the test extra); with torch 2.14.1 + onnxscript 0.7.2 it works for the
     deployed model, and ``export_onnx`` falls back to ``dynamo=False`` only if it fails.
-    The deployed graph has no WS ops: plain convs with constant weights and "SAME" pads."""
+    The deployed graph has no WS ops: plain convs with constant weights and "SAME" pads.
+    A model far below protobuf's 2 GB limit is one self-contained file (no .onnx.data)."""
     tool = _load_export_tool()
     model = _small_classifier()
     model.backbone.switch_to_deploy()
@@ -185,6 +186,8 @@ def test_onnx_export_matches_pytorch(tmp_path):
     out_path = tmp_path / 'small.onnx'
     exporter = tool.export_onnx(wrapper, x, str(out_path))
     assert exporter in ('dynamo', 'torchscript') and out_path.stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['small.onnx']  # no sidecar
+    assert tool.external_data_files(str(out_path)) == []
     # deployed: every Conv reads a constant weight (no standardization ops in the graph)
     graph = onnx.load(str(out_path)).graph
     constants = {init.name for init in graph.initializer}
@@ -194,12 +197,15 @@ def test_onnx_export_matches_pytorch(tmp_path):
     assert all(node.input[1] in constants for node in convs)
     with torch.no_grad():
         expected = wrapper(x).numpy()
+    moved = tmp_path / 'moved'  # self-contained: runs from anywhere
+    moved.mkdir()
+    out_path = out_path.rename(moved / 'small.onnx')
     session = ort.InferenceSession(str(out_path), providers=['CPUExecutionProvider'])
     (actual, ) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * abs(expected).max())
 
 
-def test_export_onnx_cli(tmp_path, capsys):
+def test_export_onnx_cli(tmp_path, capsys, monkeypatch):
     tool = _load_export_tool()
     model = _small_classifier()
     checkpoint = tmp_path / 'small.pth'
@@ -217,9 +223,20 @@ def test_export_onnx_cli(tmp_path, capsys):
     assert tool.main(args) == 0
     printed = capsys.readouterr().out
     assert 'max abs diff' in printed and out.exists()
+    assert 'embedded' in printed and not osp.exists(f'{out}.data')
     stamp = out.stat().st_mtime_ns
     assert tool.main(args) == 1  # refuses to overwrite
     assert 'already exists' in capsys.readouterr().err and out.stat().st_mtime_ns == stamp
+
+    # above the limit (2 GB protobuf files): weights in the OUT.data sidecar, reported
+    monkeypatch.setattr(tool, 'EMBED_LIMIT_BYTES', 0)
+    assert tool.main(args + ['--force']) == 0
+    printed = capsys.readouterr().out
+    assert 'max abs diff' in printed and f'{out}.data' in printed
+    assert tool.external_data_files(str(out)) == [f'{out}.data']
+    monkeypatch.undo()
+    assert tool.main(args + ['--force']) == 0  # back to one file: stale sidecar removed
+    assert 'embedded' in capsys.readouterr().out and not osp.exists(f'{out}.data')
 
     x = torch.randn(1, 3, 32, 48)
     with torch.no_grad():

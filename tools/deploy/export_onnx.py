@@ -16,13 +16,22 @@ PyTorch and prints the max abs difference.
 torch 2.14's ``torch.onnx.export`` defaults to the dynamo exporter, which needs
 ``onnxscript``; if it fails the TorchScript exporter (``dynamo=False``) is used
 (``--exporter`` forces one).
+
+Weights: a protobuf message, and so an ``.onnx`` file with embedded weights, cannot
+exceed 2 GB.  Models whose parameters and buffers take at most
+:data:`EMBED_LIMIT_BYTES` (1.5 GiB, the limit torch's dynamo exporter itself applies,
+leaving room for the graph) are written as one self-contained ``OUT`` file: NFNet-F0
+... F5 in fp32.  Larger ones (F6, F7) keep their weights in an external-data
+sidecar ``OUT.data`` (the dynamo exporter; the TorchScript fallback writes one file per
+tensor next to ``OUT``) that must stay in the same folder as ``OUT``.  The script
+prints which one it wrote.
 """
 import argparse
 import os
 import os.path as osp
 import sys
 import warnings
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
@@ -31,6 +40,10 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 EXPORTERS = ('auto', 'dynamo', 'torchscript')
+#: Weights up to this size are embedded in the .onnx file; larger ones go to a sidecar.
+#: Protobuf caps a message at 2 GB; torch's dynamo exporter switches to external data
+#: above 1.5 GiB of weights, so the same limit keeps our choice and its own in step.
+EMBED_LIMIT_BYTES = 1536 * 1024**2
 
 
 class ClassifierExportWrapper(nn.Module):
@@ -89,9 +102,34 @@ def switch_to_deploy(model: nn.Module) -> int:
     return count
 
 
+def weight_bytes(module: nn.Module) -> int:
+    """Bytes of all parameters and buffers (the initializers of the exported graph)."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def external_data_files(out: str) -> List[str]:
+    """The external-data files ``out`` refers to (``[]``: all weights are embedded)."""
+    try:
+        import onnx
+    except ImportError:  # the TorchScript exporter runs without the onnx package
+        sidecar = out + '.data'
+        return [sidecar] if osp.isfile(sidecar) else []
+    model = onnx.load(out, load_external_data=False)
+    locations = set()
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            locations.update(e.value for e in tensor.external_data if e.key == 'location')
+    return sorted(osp.join(osp.dirname(out), loc) for loc in locations)
+
+
 def export_onnx(module: nn.Module, dummy: torch.Tensor, out: str, exporter: str = 'auto',
                 opset: Optional[int] = None) -> str:
-    """Export ``module(dummy)`` to ``out``; returns the exporter that worked."""
+    """Export ``module(dummy)`` to ``out``; returns the exporter that worked.
+
+    Weights are embedded in ``out`` up to :data:`EMBED_LIMIT_BYTES`, above it they go
+    to an external-data sidecar (see the module docstring).
+    """
     if exporter not in EXPORTERS:
         raise ValueError(f'unknown exporter {exporter!r}; valid choices are {EXPORTERS}.')
     kwargs = dict(input_names=['input'], output_names=['output'])
@@ -99,8 +137,10 @@ def export_onnx(module: nn.Module, dummy: torch.Tensor, out: str, exporter: str 
         kwargs['opset_version'] = opset
     module.eval()
     if exporter in ('auto', 'dynamo'):
+        external = weight_bytes(module) > EMBED_LIMIT_BYTES
         try:
-            torch.onnx.export(module, (dummy, ), out, dynamo=True, **kwargs)
+            torch.onnx.export(module, (dummy, ), out, dynamo=True, external_data=external,
+                              **kwargs)
             return 'dynamo'
         except Exception as err:  # noqa: BLE001 - any exporter failure -> fallback
             if exporter == 'dynamo':
@@ -127,7 +167,11 @@ def verify_onnx(module: nn.Module, out: str, dummy: torch.Tensor) -> Optional[fl
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Export an NF classifier to ONNX.')
+    parser = argparse.ArgumentParser(
+        description='Export an NF classifier to ONNX.',
+        epilog='Weights up to 1.5 GiB (NFNet-F0 ... F5 in fp32) are embedded in OUT, a '
+        'single self-contained file; larger models (protobuf caps a file at 2 GB) keep '
+        'them in an external-data sidecar OUT.data that must stay next to OUT.')
     parser.add_argument('config', help='MMPretrain config file')
     parser.add_argument('checkpoint', help='checkpoint to load')
     parser.add_argument('out', help='output .onnx file')
@@ -139,7 +183,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='auto: dynamo, falling back to the TorchScript exporter')
     parser.add_argument('--no-deploy', action='store_true',
                         help='export the WS convs as they are (not recommended)')
-    parser.add_argument('--force', action='store_true', help='overwrite OUT if it exists')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite OUT (and remove a sidecar OUT.data of an earlier '
+                        'export) if it exists')
     return parser.parse_args(argv)
 
 
@@ -162,9 +208,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dummy = torch.randn(args.batch, 3, *args.shape)
     out_dir = osp.dirname(osp.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
+    if args.force and osp.isfile(args.out + '.data'):  # a stale sidecar would look needed
+        os.remove(args.out + '.data')
     exporter = export_onnx(wrapper, dummy, args.out, args.exporter, args.opset)
     print(f'exported {args.out} with the {exporter} exporter (input {tuple(dummy.shape)}, '
           f'{switched} module(s) switched to deploy)')
+    size = f'{weight_bytes(wrapper) / 2**20:.1f} MiB'
+    sidecars = external_data_files(args.out)
+    if sidecars:
+        print(f'weights ({size}) are in the external-data file(s) '
+              f'{", ".join(sidecars[:3])}{" ..." if len(sidecars) > 3 else ""}: keep '
+              f'them next to {args.out}.')
+    else:
+        print(f'weights ({size}) are embedded: {args.out} is self-contained.')
     diff = verify_onnx(wrapper, args.out, dummy)
     if diff is None:
         print('onnxruntime is not installed: skipped the numerical check.')

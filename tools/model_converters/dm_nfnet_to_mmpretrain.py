@@ -33,6 +33,7 @@ import os.path as osp
 import pickle
 import re
 import sys
+import zipfile
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -42,6 +43,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from nfnets_mm.utils.checkpoint_io import save_checkpoint_atomic  # noqa: E402
+
+#: Exit status of a failed conversion (``error: ...`` on stderr), as argparse uses.
+EXIT_ERROR = 2
 
 #: Model settings DeepMind's weights were trained with (TF "SAME" padding, tanh GELU).
 DM_BACKBONE_SETTINGS = dict(padding='same', act_cfg=dict(type='GELU', approximate='tanh'))
@@ -197,7 +201,16 @@ def load_haiku_params(path: str) -> 'OrderedDict[str, np.ndarray]':
     """Safely load DeepMind NFNet parameters as a flat ``name -> ndarray`` dict."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'source checkpoint {path!r} does not exist.')
-    return flatten_params(read_haiku_file(path))
+    if osp.getsize(path) == 0:
+        raise ValueError(f'source checkpoint {path!r} is empty (0 bytes).')
+    try:
+        raw = read_haiku_file(path)
+    except UnsafePickleError:
+        raise
+    except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        raise ValueError(f'cannot read source checkpoint {path!r}: it is truncated or not a '
+                         f'pickle, .npy or .npz file ({type(err).__name__}: {err}).') from None
+    return flatten_params(raw)
 
 
 # --------------------------------------------------------------------------------------
@@ -574,9 +587,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         meta = convert(args.src, args.dst, args.variant, args.force)
-    except (OSError, KeyError, ValueError, TypeError, pickle.UnpicklingError) as err:
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError,
+            RuntimeError) as err:  # EOFError: empty or truncated file
         print(f'error: {err}', file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     print(f'converted {args.src} ({meta["arch"]}, {meta["num_classes"]} classes) -> '
           f'{args.dst}')
     print(f'model: {meta["model"]}')

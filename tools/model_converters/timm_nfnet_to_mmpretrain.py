@@ -31,6 +31,7 @@ NF-RegNets (``nf_regnet_*``) and anything else.
 import argparse
 import os
 import os.path as osp
+import pickle
 import re
 import sys
 from collections import OrderedDict
@@ -41,6 +42,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 
 from nfnets_mm.utils.checkpoint_io import save_checkpoint_atomic  # noqa: E402
+from nfnets_mm.utils.safe_checkpoint import safe_load  # noqa: E402
+
+#: Exit status of a failed conversion (``error: ...`` on stderr), as argparse uses.
+EXIT_ERROR = 2
 
 #: ``--act`` choices -> MMCV activation configs.
 ACTIVATIONS = {
@@ -77,7 +82,16 @@ def load_timm_state_dict(path: str) -> 'OrderedDict[str, torch.Tensor]':
     """Load a timm state dict (bare, or under ``'state_dict'`` / ``'model'``) safely."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'source checkpoint {path!r} does not exist.')
-    obj = torch.load(path, map_location='cpu', weights_only=True)
+    if osp.getsize(path) == 0:
+        raise ConversionError(f'source checkpoint {path!r} is empty (0 bytes).')
+    try:
+        obj = safe_load(path, map_location='cpu')  # weights-only: refuses code in a pickle
+    except (EOFError, RuntimeError) as err:
+        if type(err) not in (EOFError, RuntimeError):
+            raise  # safe_load's own errors (UnsafeCheckpointError, ...) say what is wrong
+        raise ConversionError(
+            f'cannot read source checkpoint {path!r}: it is truncated or not a torch '
+            f'checkpoint ({type(err).__name__}: {err}).') from None
     if isinstance(obj, dict):
         for key in ('state_dict', 'model'):
             if isinstance(obj.get(key), dict):
@@ -474,9 +488,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         meta = convert(args.src, args.dst, args.force, args.act)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyError, TypeError,
+            RuntimeError) as err:  # RuntimeError: UnsafeCheckpointError, corrupt files
         print(f'error: {err}', file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     print(f'converted {args.src} ({meta["converted_from"]}, {meta["num_classes"]} classes) '
           f'-> {args.dst}')
     print(f'model: {meta["model"]}')
