@@ -858,7 +858,7 @@ def test_nonfinite_loss_in_a_runner_keeps_the_weights_finite(tmp_path):
         optim_wrapper=agc_cfg(0.05, 0.05, 2e-5, exclude=['net.head.fc.weight']),
         default_hooks=dict(logger=dict(type='LoggerHook', interval=1),
                            checkpoint=dict(type='CheckpointHook', interval=1)),
-        default_scope='mmengine', log_level='WARNING',
+        default_scope='mmpretrain', log_level='WARNING',
         experiment_name=f'nan_skip_{tmp_path.name}')
     runner.train()
     wrapper = runner.optim_wrapper
