@@ -868,6 +868,30 @@ def test_nonfinite_loss_in_a_runner_keeps_the_weights_finite(tmp_path):
     assert skipped.data[0].tolist() == [0, 0, 0, 1, 0, 0, 0, 0] * 2
 
 
+def test_accumulated_update_with_one_nan_micro_batch_is_skipped_once():
+    """``accumulative_counts=2``: a NaN in one micro-batch poisons the summed gradient; the
+    whole update is skipped and counted once, and the next update is unaffected."""
+    model, twin = make_model(), make_model()
+    cfg = agc_cfg(0.02, 0.05, 2e-5)
+    cfg['accumulative_counts'] = 2
+    wrapper, twin_wrapper = build_optim_wrapper(model, cfg), build_optim_wrapper(twin, cfg)
+    params, _ = _snapshot(model, wrapper)
+    x, y = make_batch(0)
+    wrapper.update_params(loss_fn(model, (x * float('nan'), y)))  # micro-batch 1 of 2
+    assert wrapper.skipped_updates == 0  # not an update yet
+    wrapper.update_params(loss_fn(model, make_batch(1)))
+    assert wrapper.skipped_updates == 1 and wrapper.consecutive_skips == 1
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), params[name]), name
+    twin_wrapper.update_params(loss_fn(twin, make_batch(2)))  # the twin skips nothing
+    twin_wrapper.update_params(loss_fn(twin, make_batch(3)))
+    wrapper.update_params(loss_fn(model, make_batch(2)))
+    wrapper.update_params(loss_fn(model, make_batch(3)))
+    assert wrapper.skipped_updates == 1 and wrapper.consecutive_skips == 0
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        assert torch.equal(p.detach(), q.detach()), name
+
+
 def test_max_consecutive_skips_validated():
     model = make_model()
     for bad in (0, -1, 2.5, True, 'x'):

@@ -108,8 +108,24 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
             wrapper.update_params(loss)
             fractions.append(
                 float(wrapper.message_hub.get_scalar('train/agc_clip_fraction').current()))
-        torch.save(dict(params={n: p.detach().clone() for n, p in model.named_parameters()},
-                        fractions=fractions), os.path.join(out_dir, f'rank{rank}.pt'))
+        params = {n: p.detach().clone() for n, p in model.named_parameters()}
+        # Then a NaN batch on rank 1 only: the all-reduced gradient is NaN on both ranks,
+        # so both skip the update (and stay in sync), and the next clean step goes on.
+        x, y = make_batch(STEPS, rank)
+        if rank == 1:
+            x = x * float('nan')
+        with wrapper.optim_context(ddp):
+            loss = loss_fn(ddp, (x, y))
+        wrapper.update_params(loss)
+        after_nan = {n: p.detach().clone() for n, p in model.named_parameters()}
+        skipped = (wrapper.skipped_updates,
+                   float(wrapper.message_hub.get_scalar('train/agc_skipped').current()))
+        with wrapper.optim_context(ddp):
+            loss = loss_fn(ddp, make_batch(STEPS + 1, rank))
+        wrapper.update_params(loss)
+        final = {n: p.detach().clone() for n, p in model.named_parameters()}
+        torch.save(dict(params=params, fractions=fractions, after_nan=after_nan,
+                        skipped=skipped, final=final), os.path.join(out_dir, f'rank{rank}.pt'))
     finally:
         dist.destroy_process_group()
 
@@ -170,3 +186,12 @@ def test_agc_clips_all_reduced_gradient(tmp_path):
     # The initial model moved.
     init = dict(make_model().named_parameters())
     assert any(not torch.equal(params0[n], init[n].detach()) for n in init)
+    # A NaN batch on one rank: both ranks skipped that update and are still identical.
+    for result in results:
+        assert result['skipped'] == (1, 1.0)
+        for name in params0:
+            assert torch.equal(result['after_nan'][name], params0[name]), name
+            assert torch.isfinite(result['final'][name]).all(), name
+    for name in params0:
+        assert torch.equal(results[0]['final'][name], results[1]['final'][name]), name
+    assert any(not torch.equal(results[0]['final'][n], params0[n]) for n in params0)

@@ -8,7 +8,16 @@ import torch
 
 
 def _current_umask() -> int:
-    """The process umask (``os.umask`` can only be read by setting it, so set it back)."""
+    """The process umask, read from ``/proc/self/status`` (Linux >= 4.7) where possible:
+    ``os.umask`` can only be read by setting it, which briefly changes it for every
+    thread of the process."""
+    try:
+        with open('/proc/self/status', encoding='ascii') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -18,13 +18,13 @@ AGC_KEYS = ('type', 'clipping', 'eps', 'grad_eps', 'exclude', 'log_stats',
 #: non-finite gradient stop training.  Far above the few overflow skips a dynamic fp16
 #: loss scale needs to settle (each halves the scale: 25 take 2**16 down to 2**-9).
 DEFAULT_MAX_CONSECUTIVE_SKIPS = 25
+#: Parameters left unclipped by default: MMPretrain's classifier weight (paper Sec. 4.1,
+#: "it is always better to not clip the final linear layer").
+DEFAULT_EXCLUDE = ('head.fc.weight', )
 
 
 class NonFiniteGradientError(RuntimeError):
     """Too many consecutive updates had NaN / Inf gradients; training cannot recover."""
-#: Parameters left unclipped by default: MMPretrain's classifier weight (paper Sec. 4.1,
-#: "it is always better to not clip the final linear layer").
-DEFAULT_EXCLUDE = ('head.fc.weight', )
 
 
 def parse_agc_cfg(clip_grad: Optional[dict]) -> dict:
@@ -82,8 +82,10 @@ class AGCMixin:
     gradient produces (a NaN norm compares false, i.e. "not clipped").  After
     ``max_consecutive_skips`` skipped updates in a row :class:`NonFiniteGradientError`
     stops training; the weights (and so every checkpoint saved) are those of the last
-    finite update.  Deciding whether to step needs the flag on the host: one device
-    sync per update, which the AMP ``GradScaler`` makes at the same point anyway.
+    finite update.  Deciding whether to step needs the flag on the host: one
+    device-to-host read per update (the flag and the statistics together).  Under AMP
+    the ``GradScaler`` reads its overflow flag at the same point anyway; the fp32 wrapper
+    on a GPU pays this one sync per update for the guarantee.
 
     ``clip_grad`` keys: ``clipping`` (lambda, 0.01), ``eps`` (1e-3), ``grad_eps`` (1e-6),
     ``exclude`` (name patterns, used by the constructor), ``log_stats`` (True: record
@@ -123,7 +125,12 @@ class AGCMixin:
                       '(clip_grad.exclude=[]); the paper recommends excluding it.')
 
     def _clip_grad(self) -> None:
-        """MMEngine's clipping hook: AGC and its statistics (see :meth:`_agc_update`)."""
+        """MMEngine's clipping hook: AGC and its statistics (see :meth:`_agc_update`).
+
+        The AGC wrappers' own ``step`` calls :meth:`_agc_update` instead, which also
+        decides whether the optimizer steps; a subclass that keeps MMEngine's ``step``
+        gets the clipping but not the skipping of non-finite updates.
+        """
         self._agc_update()
 
     def _agc_update(self) -> bool:
@@ -134,12 +141,18 @@ class AGCMixin:
                 non-finite gradient.
         """
         sums, total, finite = self._clip_and_check()
-        ok = bool(finite)  # the one host sync per update
+        # One device-to-host read per update: the flag, with the statistics.
+        values = [finite.float().reshape(1)]
+        if sums is not None:
+            values.append(sums.float().to(finite.device))
+        flag, *stats = torch.cat(values).tolist()
+        ok = flag == 1.0
         if self.agc_cfg['log_stats']:
             if ok and total:
-                self._log_agc_stats(sums, total)
+                clipped, factor_sum = stats
+                self.message_hub.update_scalar('train/agc_clip_fraction', clipped / total)
+                self.message_hub.update_scalar('train/agc_mean_factor', factor_sum / total)
             elif not ok:
-                self.flush_agc_stats()
                 self.message_hub.update_scalar('train/agc_clip_fraction', math.nan)
                 self.message_hub.update_scalar('train/agc_mean_factor', math.nan)
             self.message_hub.update_scalar('train/agc_skipped', 0 if ok else 1)
@@ -149,11 +162,13 @@ class AGCMixin:
         self.consecutive_skips += 1
         self.skipped_updates += 1
         limit = self.agc_cfg['max_consecutive_skips']
+        # Under AMP, a few overflow skips while the dynamic loss scale settles are routine.
+        level = logging.INFO if isinstance(self, AmpOptimWrapper) else logging.WARNING
         print_log(
             'Non-finite (NaN/Inf) gradient: this update is skipped, parameters and '
             f'optimizer state are unchanged ({self.consecutive_skips} in a row'
             f'{"" if limit is None else f" of at most {limit}"}, {self.skipped_updates} '
-            'in this run).', logger='current', level=logging.WARNING)
+            'in this run).', logger='current', level=level)
         if limit is not None and self.consecutive_skips >= limit:
             raise NonFiniteGradientError(
                 f'{self.consecutive_skips} consecutive updates had non-finite (NaN/Inf) '
@@ -197,41 +212,6 @@ class AGCMixin:
         if finite is None:
             finite = torch.ones((), dtype=torch.bool)
         return sums, total, finite
-
-    def _log_agc_stats(self, sums: torch.Tensor, total: int) -> None:
-        """Record ``train/agc_clip_fraction`` and ``train/agc_mean_factor``.
-
-        On CPU the values are written at once.  On CUDA, reading them back at once
-        would stall the host until the GPU finished this step (the step is
-        launch-bound for NFNets), so they are copied to pinned memory asynchronously and
-        written at the next update (or by :meth:`flush_agc_stats`): the log then shows
-        the statistics one update late, which a logging interval hides, and the very
-        last update's statistics are not logged.
-        """
-        if sums.device.type != 'cuda':
-            self._write_agc_stats(sums, total)
-            return
-        self.flush_agc_stats()
-        host = torch.empty(2, dtype=torch.float32, pin_memory=True)
-        host.copy_(sums, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record(torch.cuda.current_stream(sums.device))
-        self._agc_pending = (host, event, total)
-
-    def flush_agc_stats(self) -> None:
-        """Write statistics still in flight from the previous update, if any."""
-        pending = getattr(self, '_agc_pending', None)
-        if pending is None:
-            return
-        host, event, total = pending
-        event.synchronize()
-        self._agc_pending = None
-        self._write_agc_stats(host, total)
-
-    def _write_agc_stats(self, sums: torch.Tensor, total: int) -> None:
-        clipped, factor_sum = sums.tolist()
-        self.message_hub.update_scalar('train/agc_clip_fraction', clipped / total)
-        self.message_hub.update_scalar('train/agc_mean_factor', factor_sum / total)
 
     def agc_params(self) -> List[torch.Tensor]:
         """Parameters AGC acts on (for inspection and tests)."""
