@@ -8,7 +8,6 @@ import copy
 import os
 import os.path as osp
 import pickle
-import uuid
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from nfnets_mm.utils.demo_data import make_classification_demo
 from nfnets_mm.utils.safe_checkpoint import (ALLOWLIST, UnsafeCheckpointError,
                                              load_from_local_safe, safe_load,
                                              secure_registered_schemes)
+from tiny_runner_cfg import tiny_runner_cfg  # tests/, on sys.path as for conftest
 
 TINY_ARCH = dict(depths=(1, 1, 1, 1), widths=(32, 64, 128, 128), group_width=16,
                  stem_channels=(8, 8, 16, 16))
@@ -36,43 +36,9 @@ def data_root(tmp_path_factory):
 
 
 def _cfg(data_root, work_dir, max_iters):
-    from nfnets_mm.models.backbones import NFNet
-    in_channels = NFNet(arch=TINY_ARCH).out_channels[-1]
-    return dict(
-        model=dict(
-            type='ImageClassifier',
-            data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=6,
-                                   mean=[127.5] * 3, std=[127.5] * 3, to_rgb=True),
-            backbone=dict(type='NFNet', arch=TINY_ARCH, drop_path_rate=0.),
-            neck=dict(type='GlobalAveragePooling'),
-            head=dict(type='NFNetClsHead', num_classes=6, in_channels=in_channels,
-                      loss=dict(type='CrossEntropyLoss'))),
-        work_dir=work_dir,
-        train_dataloader=dict(
-            batch_size=4,
-            num_workers=0,
-            sampler=dict(type='InfiniteSampler', shuffle=True, seed=0),
-            dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='train',
-                         pipeline=[dict(type='LoadImageFromFile'),
-                                   dict(type='PackInputs')])),
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        optim_wrapper=dict(
-            type='AGCOptimWrapper',
-            constructor='AGCOptimWrapperConstructor',
-            optimizer=dict(type='SGD', lr=0.05, momentum=0.9, nesterov=True,
-                           weight_decay=2e-5),
-            clip_grad=dict(type='agc', clipping=0.01, eps=1e-3,
-                           exclude=['head.fc.weight'])),
-        param_scheduler=dict(type='LinearLR', start_factor=0.25, by_epoch=False, begin=0,
-                             end=4),
-        default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
-            logger=dict(type='LoggerHook', interval=1)),
-        default_scope='mmpretrain',
-        randomness=dict(seed=0),
-        # unique, so runners built within one second do not share a MessageHub
-        experiment_name=f'{osp.basename(work_dir)}_{uuid.uuid4().hex[:8]}',
-        log_level='WARNING')
+    """The shared tiny config without augmentation, dropout or validation (exact resume
+    needs no generator state here), and no ``custom_hooks`` entry."""
+    return tiny_runner_cfg(data_root, work_dir, max_iters)
 
 
 def _assert_same(a, b, where='checkpoint'):

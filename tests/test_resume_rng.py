@@ -7,8 +7,9 @@ re-seeds instead of restoring the generators; ``RNGStateHook`` saves and restore
 * epoch loop, through ``tools/train.py``: the demo config on 16 images, a checkpoint and
   a validation every epoch; one run straight through, one killed with SIGKILL once the
   epoch-1 checkpoint is complete and resumed from it (explicit ``--resume <path>``).
-  Also on 2 CPU ranks (torchrun, gloo) with different seeds per rank: each rank must get
-  its own states back.
+  Without the hook the same kill and resume ends with other weights (the control shares
+  the uninterrupted run).  Also on 2 CPU ranks (torchrun, gloo) with different seeds per
+  rank: each rank must get its own states back.
 * iteration loop, in process: ``InfiniteSampler``, checkpoint at iteration 2 of 4,
   validation at 2 (it draws from torch's generator between the checkpoint and the next
   batch), an exception after the checkpoint, resume.  Without the hook the weights
@@ -21,7 +22,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 import torch
@@ -32,8 +32,10 @@ from mmengine.runner import Runner
 import nfnets_mm  # noqa: F401  (registers NFNet, AGC wrappers, hooks, safe loader)
 from nfnets_mm.engine.hooks import RNGStateHook
 from nfnets_mm.engine.hooks.rng_state_hook import CHECKPOINT_KEY
-from nfnets_mm.utils.demo_data import ensure_demo_data, make_classification_demo
+from nfnets_mm.utils.demo_data import ensure_demo_data
 from nfnets_mm.utils.safe_checkpoint import safe_load
+# tests/ is on sys.path (as for conftest)
+from tiny_runner_cfg import make_tiny_data, tiny_runner_cfg
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN = osp.join(REPO, 'tools', 'train.py')
@@ -182,45 +184,103 @@ def test_every_training_config_uses_the_hook():
             'configs/mask_rcnn/mask-rcnn_nfnet-f1_fpn_1x_coco.py'} <= set(training)
 
 
-def _kill_resume_compare(cfg, root, ranks=1):
-    """Straight run vs. a run killed after epoch 1 and resumed; returns the epoch-1
-    checkpoint."""
-    straight_dir, killed_dir = str(root / 'straight'), str(root / 'killed')
-    # the two first runs are independent: run them side by side
-    straight = _train(cfg, straight_dir, ranks=ranks)
-    killed = _train(cfg, killed_dir, ranks=ranks)
-    killed_at = _kill_after_checkpoint(killed, killed_dir, KILL_AFTER_EPOCH)
-    _finish(straight, straight_dir)
+class _Run:
+    """tools/train.py started in the background, to run side by side with another."""
 
-    ckpt_k = osp.join(killed_dir, f'epoch_{KILL_AFTER_EPOCH}.pth')
+    def __init__(self, cfg, work_dir, ranks=1):
+        self.work_dir = work_dir
+        self.proc = _train(cfg, work_dir, ranks=ranks)
+        self.finished = False
+
+    def state_dict(self, epoch=MAX_EPOCHS):
+        """The weights of the epoch-``epoch`` checkpoint, once the run has finished."""
+        if not self.finished:
+            _finish(self.proc, self.work_dir)
+            self.finished = True
+        return safe_load(osp.join(self.work_dir, f'epoch_{epoch}.pth'))['state_dict']
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope='module')
+def straight_run(demo_root, tmp_path_factory):
+    """The uninterrupted single-process run (with the hook), started at once and shared
+    by the kill / resume test and its without-the-hook control."""
+    root = tmp_path_factory.mktemp('epoch_straight')
+    run = _Run(_write_demo_cfg(str(root / 'demo_resume.py'), demo_root),
+               str(root / 'work'))
+    yield run
+    run.stop()
+
+
+def _kill_and_resume(cfg, work_dir, ranks=1):
+    """Runs ``cfg``, kills it with SIGKILL once the epoch-1 checkpoint is complete and
+    resumes it from that checkpoint (``--resume <path>``) to the end; returns the resume
+    log and the epoch-1 checkpoint."""
+    killed_at = _kill_after_checkpoint(_train(cfg, work_dir, ranks=ranks), work_dir,
+                                       KILL_AFTER_EPOCH)
+    ckpt = osp.join(work_dir, f'epoch_{KILL_AFTER_EPOCH}.pth')
     # keep only what a run killed right after epoch k would have left
-    for name in os.listdir(killed_dir):
+    for name in os.listdir(work_dir):
         if name.startswith('epoch_') and int(name[6:-4]) > KILL_AFTER_EPOCH:
-            os.remove(osp.join(killed_dir, name))
-    assert not osp.exists(osp.join(killed_dir, f'epoch_{MAX_EPOCHS}.pth')), killed_at
+            os.remove(osp.join(work_dir, name))
+    assert not osp.exists(osp.join(work_dir, f'epoch_{MAX_EPOCHS}.pth')), killed_at
 
-    log = _finish(_train(cfg, killed_dir, '--resume', ckpt_k, log_name='resume.log',
-                         ranks=ranks), killed_dir, log_name='resume.log')
+    log = _finish(_train(cfg, work_dir, '--resume', ckpt, log_name='resume.log',
+                         ranks=ranks), work_dir, log_name='resume.log')
     assert f'resumed epoch: {KILL_AFTER_EPOCH}' in log
-    assert 'RNGStateHook: restored the random number generator states' in log  # rank 0's
-
-    final = f'epoch_{MAX_EPOCHS}.pth'
-    a = safe_load(osp.join(straight_dir, final))
-    b = safe_load(osp.join(killed_dir, final))
-    _assert_state_dicts_equal(a['state_dict'], b['state_dict'],
-                              f'uninterrupted vs killed at {killed_at} and resumed')
-    return safe_load(ckpt_k)
+    return log, safe_load(ckpt)
 
 
-def test_killed_and_resumed_run_matches_uninterrupted_run(demo_root, tmp_path):
+def _final_state_dict(work_dir):
+    return safe_load(osp.join(work_dir, f'epoch_{MAX_EPOCHS}.pth'))['state_dict']
+
+
+def test_killed_and_resumed_run_matches_uninterrupted_run(straight_run, demo_root,
+                                                          tmp_path):
     cfg = _write_demo_cfg(str(tmp_path / 'demo_resume.py'), demo_root)
-    _assert_rng_entry(_kill_resume_compare(cfg, tmp_path))
+    killed_dir = str(tmp_path / 'killed')
+    log, ckpt = _kill_and_resume(cfg, killed_dir)
+    assert 'RNGStateHook: restored the random number generator states' in log
+    _assert_rng_entry(ckpt)
+    _assert_state_dicts_equal(straight_run.state_dict(), _final_state_dict(killed_dir),
+                              'uninterrupted vs killed after epoch 1 and resumed')
+
+
+def test_killed_and_resumed_run_differs_without_the_hook(straight_run, demo_root,
+                                                         tmp_path):
+    """The control: without the hook the same kill and resume ends with other weights,
+    so the test above does depend on the restored generator states.  The uninterrupted
+    run (with the hook) is the reference for both: until the kill, the run without the
+    hook matches it bit for bit (the hook only reads the generators)."""
+    cfg = _write_demo_cfg(str(tmp_path / 'demo_no_hook.py'), demo_root, rng_hook=False)
+    killed_dir = str(tmp_path / 'killed')
+    log, ckpt = _kill_and_resume(cfg, killed_dir)
+    assert 'RNGStateHook' not in log and CHECKPOINT_KEY not in ckpt
+    _assert_state_dicts_equal(straight_run.state_dict(KILL_AFTER_EPOCH),
+                              ckpt['state_dict'],
+                              f'with vs without the hook, epoch {KILL_AFTER_EPOCH}')
+    a, b = straight_run.state_dict(), _final_state_dict(killed_dir)
+    assert any(not torch.equal(a[k], b[k]) for k in a), \
+        'resumed without the hook, yet the same weights as the uninterrupted run'
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU (gloo) path')
 def test_two_ranks_killed_and_resumed_run_matches_uninterrupted_run(demo_root, tmp_path):
     cfg = _write_demo_cfg(str(tmp_path / 'demo_resume.py'), demo_root, diff_rank_seed=True)
-    rng = _kill_resume_compare(cfg, tmp_path, ranks=2)[CHECKPOINT_KEY]
+    straight = _Run(cfg, str(tmp_path / 'straight'), ranks=2)
+    try:
+        killed_dir = str(tmp_path / 'killed')
+        log, ckpt = _kill_and_resume(cfg, killed_dir, ranks=2)
+        assert 'RNGStateHook: restored the random number generator states' in log  # rank 0
+        _assert_state_dicts_equal(straight.state_dict(), _final_state_dict(killed_dir),
+                                  '2 ranks: uninterrupted vs killed and resumed')
+    finally:
+        straight.stop()
+    rng = ckpt[CHECKPOINT_KEY]
     assert rng['world_size'] == 2
     rank0, rank1 = rng['ranks']
     # the ranks' states differ, so restoring the wrong one would be caught
@@ -230,66 +290,17 @@ def test_two_ranks_killed_and_resumed_run_matches_uninterrupted_run(demo_root, t
 # ----------------------------------------------------------------------------
 # iteration loop, in process
 # ----------------------------------------------------------------------------
-TINY_ARCH = dict(depths=(1, 1, 1, 1), widths=(32, 64, 128, 128), group_width=16,
-                 stem_channels=(8, 8, 16, 16))
-
-
 @pytest.fixture(scope='module')
 def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('rng_data')
-    make_classification_demo(str(root), seed=0, num_train_per_class=2, num_val_per_class=1,
-                             image_size=32)
-    return str(root / 'cls')
+    return make_tiny_data(tmp_path_factory.mktemp('rng_data'))
 
 
 def _iter_cfg(data_root, work_dir, rng_hook):
-    """After tests/test_checkpoint_resume.py's tiny config, with random augmentation,
+    """The shared tiny config (tests/tiny_runner_cfg.py) with random augmentation,
     stochastic depth, dropout and validation at the checkpoint iteration."""
-    from nfnets_mm.models.backbones import NFNet
-    in_channels = NFNet(arch=TINY_ARCH).out_channels[-1]
-    dataset = dict(type='CustomDataset', data_root=data_root)
-    return dict(
-        model=dict(
-            type='ImageClassifier',
-            data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=6,
-                                   mean=[127.5] * 3, std=[127.5] * 3, to_rgb=True),
-            backbone=dict(type='NFNet', arch=TINY_ARCH, drop_path_rate=0.3),
-            neck=dict(type='GlobalAveragePooling'),
-            head=dict(type='NFNetClsHead', num_classes=6, in_channels=in_channels,
-                      dropout_rate=0.3, loss=dict(type='CrossEntropyLoss'))),
-        work_dir=work_dir,
-        train_dataloader=dict(
-            batch_size=4, num_workers=0,
-            sampler=dict(type='InfiniteSampler', shuffle=True, seed=0),
-            dataset=dict(**dataset, data_prefix='train', pipeline=[
-                dict(type='LoadImageFromFile'),
-                dict(type='RandomResizedCrop', scale=32, backend='pillow'),
-                dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-                dict(type='PackInputs')])),
-        val_dataloader=dict(
-            batch_size=6, num_workers=0,
-            sampler=dict(type='DefaultSampler', shuffle=False),
-            dataset=dict(**dataset, data_prefix='val', pipeline=[
-                dict(type='LoadImageFromFile'), dict(type='PackInputs')])),
-        val_evaluator=dict(type='Accuracy', topk=(1, )),
-        val_cfg=dict(),
-        train_cfg=dict(by_epoch=False, max_iters=4, val_interval=2),
-        optim_wrapper=dict(
-            type='AGCOptimWrapper', constructor='AGCOptimWrapperConstructor',
-            optimizer=dict(type='SGD', lr=0.05, momentum=0.9, nesterov=True,
-                           weight_decay=2e-5),
-            clip_grad=dict(type='agc', clipping=0.01, eps=1e-3,
-                           exclude=['head.fc.weight'])),
-        param_scheduler=dict(type='LinearLR', start_factor=0.25, by_epoch=False, begin=0,
-                             end=4),
-        default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
-            logger=dict(type='LoggerHook', interval=1)),
-        custom_hooks=[dict(type='RNGStateHook')] if rng_hook else [],
-        default_scope='mmpretrain',
-        randomness=dict(seed=0, deterministic=True),
-        experiment_name=f'{osp.basename(work_dir)}_{uuid.uuid4().hex[:8]}',
-        log_level='WARNING')
+    return tiny_runner_cfg(
+        data_root, work_dir, 4, augment=True, drop_rate=0.3, val_interval=2,
+        custom_hooks=[dict(type='RNGStateHook')] if rng_hook else [], deterministic=True)
 
 
 class _Interrupt(Exception):
