@@ -10,21 +10,31 @@ serves the files; the torch.hub cache is the test's ``tmp_path``.
 """
 import hashlib
 import http.server
+import io
+import json
 import os
 import os.path as osp
+import socket
+import subprocess
+import sys
 import threading
+import urllib.error
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader, Runner, load_checkpoint
 from mmengine.runner import checkpoint as mmengine_checkpoint
 
 import nfnets_mm  # noqa: F401  (installs the safe loaders)
 from nfnets_mm.models.backbones import NFNet
 from nfnets_mm.utils import CorruptCheckpointError, UnsafeCheckpointError, safe_load
-from nfnets_mm.utils import safe_checkpoint
+from nfnets_mm.utils import checkpoint_schemes, safe_checkpoint
 from test_checkpoint_resume import TINY_ARCH, _assert_same, _cfg, data_root  # noqa: F401
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 class _Payload:
@@ -51,8 +61,8 @@ def real_ckpt(data_root, tmp_path_factory):  # noqa: F811
 def evil(real_ckpt, tmp_path):
     """``(bytes of a malicious checkpoint, marker its payload would create)``."""
     marker = tmp_path / 'pwned'
-    ckpt = dict(real_ckpt['ckpt'], meta=dict(real_ckpt['ckpt']['meta'],
-                                              note=_Payload(str(marker))))
+    meta = dict(real_ckpt['ckpt']['meta'], note=_Payload(str(marker)))
+    ckpt = dict(real_ckpt['ckpt'], meta=meta)
     path = tmp_path / 'evil_source.pth'
     torch.save(ckpt, str(path))
     return path.read_bytes(), marker
@@ -116,6 +126,12 @@ def server(tmp_path, monkeypatch):
     srv.close()
 
 
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 def _cache(tmp_path, name):
     return tmp_path / 'hub' / 'checkpoints' / name
 
@@ -138,7 +154,7 @@ ENTRY_POINTS = {
     'load_checkpoint': lambda url, **_: load_checkpoint(
         NFNet(arch=TINY_ARCH), url, map_location='cpu'),
     'mmengine load_from_http': lambda url, **_: mmengine_checkpoint.load_from_http(url),
-    'Runner(load_from=)': lambda url, data_root, tmp_path: _load_with_runner(
+    'Runner(load_from=)': lambda url, data_root, tmp_path: _load_with_runner(  # noqa: F811
         url, data_root, tmp_path),
     'init_cfg Pretrained': lambda url, **_: NFNet(
         arch=TINY_ARCH, init_cfg=dict(type='Pretrained', checkpoint=url)).init_weights(),
@@ -243,7 +259,7 @@ def _unsafe_loader(files, explicit_false):
 
 @pytest.mark.parametrize('explicit_false', [True, False])
 def test_scheme_registered_later_is_forced_weights_only(explicit_false, real_ckpt, evil,
-                                                       tmp_path, monkeypatch):
+                                                        tmp_path, monkeypatch):
     data, marker = evil
     (tmp_path / 'evil.pth').write_bytes(data)
     files = {'nfnetstest://good': real_ckpt['path'], 'nfnetstest://evil':
@@ -321,14 +337,288 @@ def test_sha256_prefix_in_file_name_is_checked(server, real_ckpt, tmp_path):
         [f'nf-{digest[:8]}.pth', 'nfnet-f0.pth'])  # nothing kept, not even a .partial
 
 
+def _fake_ranks(monkeypatch, rank, server, received=None):
+    """Pretend to be ``rank`` of 2; the broadcast of rank 0's outcome records the
+    number of requests made so far and what rank 0 sends, and gives the other ranks
+    ``received``."""
+    sent = []
+
+    def broadcast_object_list(data, src=0, group=None):
+        assert src == 0 and len(data) == 1
+        sent.append((len(server.requests), data[0]))
+        if rank > 0:
+            data[0] = received
+
+    monkeypatch.setattr(checkpoint_schemes, 'get_dist_info', lambda: (rank, 2))
+    monkeypatch.setattr(checkpoint_schemes, 'broadcast_object_list', broadcast_object_list)
+    return sent
+
+
 @pytest.mark.parametrize('rank', [0, 1])
 def test_distributed_rank_0_downloads_first(rank, server, real_ckpt, monkeypatch):
     url = server.serve('good.pth', real_ckpt['data'])
-    at_barrier = []
-    monkeypatch.setattr(safe_checkpoint, 'get_dist_info', lambda: (rank, 2))
-    monkeypatch.setattr(torch.distributed, 'barrier',
-                        lambda *a, **k: at_barrier.append(len(server.requests)))
+    sent = _fake_ranks(monkeypatch, rank, server)
     _assert_is_real_ckpt(CheckpointLoader.load_checkpoint(url), real_ckpt)
-    # rank 0 has downloaded when it reaches the barrier; the others wait for it there
-    assert at_barrier == [1 if rank == 0 else 0]
+    # rank 0 has downloaded when it sends its outcome; the others wait for it there
+    assert sent == [(1 if rank == 0 else 0, None)]
     assert server.requests == ['/ckpt/good.pth']
+
+
+def test_distributed_rank_0_shares_its_error(server, monkeypatch):
+    """Rank 0's error reaches the other ranks (which then download nothing) as the
+    same class and message, or for other classes as the nearest shared one."""
+    url = server.serve('gone.pth', None)  # 404
+    sent = _fake_ranks(monkeypatch, 0, server)
+    with pytest.raises(urllib.error.HTTPError):
+        CheckpointLoader.load_checkpoint(url)
+    assert sent == [(1, ['OSError', 'HTTPError: HTTP Error 404: Not Found'])]
+
+    server.requests.clear()
+    for outcome in (['UnsafeCheckpointError', f'Refusing to load checkpoint {url}'],
+                    ['CorruptCheckpointError', 'Cannot load checkpoint'],
+                    ['RuntimeError', 'does not match the SHA256 prefix'],
+                    sent[0][1]):
+        _fake_ranks(monkeypatch, 1, server, received=outcome)
+        with pytest.raises(Exception) as info:
+            CheckpointLoader.load_checkpoint(url)
+        assert type(info.value).__name__ == outcome[0]
+        assert str(info.value) == outcome[1]
+    assert server.requests == []
+
+
+def test_scheme_loaders_still_importable_from_safe_checkpoint():
+    from nfnets_mm.utils.safe_checkpoint import (  # noqa: F401
+        load_from_http_safe, load_from_local_safe, load_from_mmcls_safe,
+        load_from_openmmlab_safe, load_from_torchvision_safe, make_safe_loader,
+        secure_registered_schemes)
+    for name in checkpoint_schemes.__all__:
+        assert getattr(safe_checkpoint, name) is getattr(checkpoint_schemes, name), name
+    with pytest.raises(AttributeError):
+        safe_checkpoint.no_such_name
+
+
+def test_hash_like_date_in_file_name_is_not_a_hash(server, real_ckpt, tmp_path):
+    """Only hex parts with a letter a-f are SHA256 prefixes: dates are names."""
+    for name in ('nfnet_f0-20230101.pth', 'nfnet_f0_20210831-12345678.pth'):
+        _assert_is_real_ckpt(
+            CheckpointLoader.load_checkpoint(server.serve(name, real_ckpt['data'])),
+            real_ckpt)
+        assert _cache(tmp_path, name).read_bytes() == real_ckpt['data']
+
+
+def test_sha256_mismatch_says_how_to_load_a_trusted_file(server, real_ckpt, tmp_path):
+    digest = hashlib.sha256(real_ckpt['data']).hexdigest()
+    wrong = 'ea4938fc' if not digest.startswith('ea4938fc') else 'fc4938ea'
+    name = f'nfnet_f0_20210831-{wrong}.pth'
+    url = server.serve(name, real_ckpt['data'])
+    with pytest.raises(RuntimeError, match='SHA256') as info:
+        CheckpointLoader.load_checkpoint(url)
+    message = str(info.value)
+    cached = _cache(tmp_path, name)
+    assert url in message and str(cached) in message and 'local path' in message
+    assert not cached.exists()
+    # following the advice works: a file placed at the cache path is not re-hashed
+    cached.write_bytes(real_ckpt['data'])
+    _assert_is_real_ckpt(CheckpointLoader.load_checkpoint(url), real_ckpt)
+    assert server.requests == [f'/ckpt/{name}']
+
+
+# ----------------------------------------------------------------------------
+# threads: PyTorch's safe-globals list and HistoryBuffer's registry are process-wide
+# ----------------------------------------------------------------------------
+def _history_ckpt(path):
+    """A small checkpoint whose loading needs the allowlist (a HistoryBuffer)."""
+    torch.save({'message_hub': {'log_scalars': {'x': HistoryBuffer([1.0, 2.0], [1, 1])}}},
+               str(path))
+    return str(path)
+
+
+class _StatsInjection:
+    """A HistoryBuffer whose pickled statistics methods replace ``mean``."""
+
+    def __reduce__(self):
+        return (HistoryBuffer, (), dict(statistics_methods=dict(mean=np.dtype),
+                                        _log_history=np.zeros(1),
+                                        _count_history=np.ones(1), max_length=10))
+
+
+def _assert_history_ckpt(loaded):
+    assert isinstance(loaded, dict), loaded
+    buffer = loaded['message_hub']['log_scalars']['x']
+    assert isinstance(buffer, HistoryBuffer) and buffer.mean() == 1.5
+
+
+class _GatedFile(io.BytesIO):
+    """A checkpoint in memory whose first read sets ``entered`` and waits for ``gate``."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def read(self, *args):
+        if not self.entered.is_set():
+            self.entered.set()
+            self.gate.wait(30)
+        return super().read(*args)
+
+
+def _in_thread(results, key, fn):
+    def run():
+        try:
+            results[key] = fn()
+        except BaseException as e:  # noqa: B902  (reported by the test)
+            results[key] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_overlapping_loads_in_two_threads(tmp_path):
+    """Thread B starts loading while thread A is inside its load; A finishes first.
+    The allowlist A added must not vanish under B (B would be refused)."""
+    data = open(_history_ckpt(tmp_path / 'hb.pth'), 'rb').read()
+    first, second = _GatedFile(data), _GatedFile(data)
+    results = {}
+    thread_a = _in_thread(results, 'a', lambda: safe_load(first))
+    assert first.entered.wait(30)  # A is loading
+    thread_b = _in_thread(results, 'b', lambda: safe_load(second))
+    second.entered.wait(1)  # B gets this far only if loads may overlap
+    first.gate.set()
+    thread_a.join(30)
+    second.gate.set()
+    thread_b.join(30)
+    assert not thread_a.is_alive() and not thread_b.is_alive()
+    _assert_history_ckpt(results['a'])
+    _assert_history_ckpt(results['b'])
+
+
+def _unsafe_torch_load(path, map_location=None):
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+@pytest.fixture
+def fast_thread_switching():
+    """Switch threads every 10 us (not 5 ms), so that races show up in few loads."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    yield
+    sys.setswitchinterval(interval)
+
+
+def test_concurrent_loads_are_thread_safe(tmp_path, monkeypatch, fast_thread_switching):
+    """4 threads x 12 loads at once: good files (safe_load and a wrapped third-party
+    scheme loader) all load, statistics-method injections are all refused, and
+    nothing global is left changed."""
+    good = _history_ckpt(tmp_path / 'hb.pth')
+    inject = str(tmp_path / 'inject.pth')
+    torch.save({'message_hub': {'log_scalars': {'x': _StatsInjection()}}}, inject)
+    wrapped = safe_checkpoint.make_safe_loader(_unsafe_torch_load)
+    monkeypatch.delenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', raising=False)
+    HistoryBuffer()
+    stats_before = dict(HistoryBuffer._statistics_methods)
+    globals_before = set(torch.serialization.get_safe_globals())
+    start = threading.Barrier(4)
+    failures = []
+
+    def worker(index):
+        start.wait(30)
+        for i in range(12):
+            kind = (index + i) % 3
+            try:
+                if kind == 0:
+                    _assert_history_ckpt(safe_load(good))
+                elif kind == 1:
+                    _assert_history_ckpt(wrapped(good))
+                else:
+                    with pytest.raises(UnsafeCheckpointError, match='statistics'):
+                        safe_load(inject)
+            except BaseException as e:  # noqa: B902  (collected for the assertion)
+                failures.append(f'{kind}: {type(e).__name__}: {str(e)[:300]}')
+
+    threads = [threading.Thread(target=worker, args=(n, ), daemon=True) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert not failures, f'{len(failures)} of 48 loads failed: {failures[:5]}'
+    assert HistoryBuffer._statistics_methods == stats_before
+    assert set(torch.serialization.get_safe_globals()) == globals_before
+    assert 'TORCH_FORCE_WEIGHTS_ONLY_LOAD' not in os.environ
+
+
+# ----------------------------------------------------------------------------
+# two real CPU ranks (gloo)
+# ----------------------------------------------------------------------------
+#: One rank: load each URL with CheckpointLoader and report; then wait for the other
+#: rank's report, as a rank does that a launcher (slurm, mpirun) does not kill.
+RANK_SCRIPT = """\
+import datetime, json, os, sys, time
+import torch.distributed as dist
+import nfnets_mm  # noqa: F401
+from mmengine.runner import CheckpointLoader
+
+out, urls = sys.argv[1], sys.argv[2:]
+rank = int(os.environ['RANK'])
+dist.init_process_group('gloo', rank=rank, world_size=2,
+                        timeout=datetime.timedelta(seconds={timeout}))
+results = []
+for url in urls:
+    start = time.time()
+    try:
+        ckpt = CheckpointLoader.load_checkpoint(url, map_location='cpu')
+        results.append(dict(error=None, iter=ckpt['meta']['iter']))
+    except Exception as e:
+        results.append(dict(error=type(e).__name__, message=str(e)))
+    results[-1]['seconds'] = time.time() - start
+with open(os.path.join(out, f'rank{{rank}}.json'), 'w') as f:
+    json.dump(results, f)
+deadline = time.time() + {linger}
+while time.time() < deadline and not all(
+        os.path.exists(os.path.join(out, f'rank{{r}}.json')) for r in (0, 1)):
+    time.sleep(0.1)
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed')
+def test_two_ranks_refused_download_raises_on_every_rank(server, real_ckpt, evil,
+                                                         tmp_path):
+    """Rank 0 refuses the malicious download; rank 1 raises the same error at once
+    instead of waiting for rank 0 at a barrier until the process group times out.
+    A good checkpoint before it loads on both ranks, downloaded once."""
+    data, marker = evil
+    good_url = server.serve('good.pth', real_ckpt['data'])
+    evil_url = server.serve('evil.pth', data)
+    timeout = 30
+    script = tmp_path / 'rank.py'
+    script.write_text(RANK_SCRIPT.format(timeout=timeout, linger=2 * timeout))
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() not in ('http_proxy', 'https_proxy', 'all_proxy')}
+    env.update(no_proxy='127.0.0.1,localhost', TORCH_HOME=str(tmp_path / 'torch'),
+               MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()), WORLD_SIZE='2',
+               OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join(
+                   [REPO, env.get('PYTHONPATH', '')]))
+    procs = [subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), good_url, evil_url],
+        env=dict(env, RANK=str(rank), LOCAL_RANK=str(rank)), cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    try:
+        logs = [proc.communicate(timeout=240)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for rank, (proc, log) in enumerate(zip(procs, logs)):
+        assert proc.returncode == 0, f'rank {rank}:\n{log[-4000:]}'
+    good, bad = zip(*(json.loads((tmp_path / f'rank{r}.json').read_text())
+                      for r in (0, 1)))
+    for rank in (0, 1):
+        assert good[rank]['error'] is None and good[rank]['iter'] == 2, good[rank]
+        # not a RuntimeError after waiting for rank 0 until the process group timed out
+        assert bad[rank]['error'] == 'UnsafeCheckpointError', bad[rank]
+    assert bad[0]['message'] == bad[1]['message']
+    assert evil_url in bad[1]['message'] and 'exec' in bad[1]['message']
+    assert not marker.exists()
+    assert server.requests == ['/ckpt/good.pth', '/ckpt/evil.pth']  # by rank 0 only

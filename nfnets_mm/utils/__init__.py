@@ -2,11 +2,13 @@
 
 Importing this package installs the weights-only loaders into MMEngine's
 ``CheckpointLoader`` for local files, ``http(s)://``, the model-zoo schemes and every
-other scheme (see :mod:`nfnets_mm.utils.safe_checkpoint`).
+other scheme (:mod:`nfnets_mm.utils.checkpoint_schemes`, loading with the allowlist of
+:mod:`nfnets_mm.utils.safe_checkpoint`).
 """
 from .safe_checkpoint import (ALLOWLIST, CorruptCheckpointError, UnsafeCheckpointError,
-                              allowlisted_names, load_from_http_safe,
-                              load_from_local_safe, safe_load)
+                              allowlisted_names, safe_load)
+# installs the safe loaders into MMEngine's CheckpointLoader (before any load)
+from .checkpoint_schemes import load_from_http_safe, load_from_local_safe
 from .demo_data import (CLS_CLASSES, COCO_CLASSES, DemoDataError, ensure_demo_data,
                         make_classification_demo, make_coco_demo,
                         validate_coco_annotations, validate_demo_data)

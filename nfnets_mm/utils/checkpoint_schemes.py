@@ -1,0 +1,328 @@
+"""Installing the weights-only loading of :mod:`~nfnets_mm.utils.safe_checkpoint` into
+MMEngine's ``CheckpointLoader`` for every scheme.
+
+``Runner(load_from=...)``, ``Runner(resume=True)``, ``mmengine.runner.load_checkpoint``
+and ``init_cfg=dict(type='Pretrained', ...)`` all load through ``CheckpointLoader``.
+Importing this module (``import nfnets_mm`` does, before anything can load) registers:
+
+* local paths (prefix ``''``): :func:`load_from_local_safe`, i.e. ``safe_load``.
+* ``http://``, ``https://``: :func:`load_from_http_safe`.  It downloads like MMEngine
+  (``torch.hub.load_state_dict_from_url``) does, into the same cache file
+  ``<torch.hub.get_dir()>/checkpoints/<basename of the URL path>`` with
+  ``torch.hub.download_url_to_file`` (atomic: a partial download is never left in the
+  cache), then loads the cached file with the allowlist.  Unlike MMEngine (which calls
+  torch.hub with ``weights_only=False``, so the allowlist never applied) nothing is
+  ever unpickled outside the allowlist.  In distributed runs rank 0 downloads and
+  loads first and sends the outcome to the other ranks: on success they load from the
+  cache, on failure every rank raises the same error (no rank is left waiting for the
+  process group to time out).  When the file name ends in ``-<8 to 64 hex digits, at
+  least one of them a letter a-f>.<ext>`` (the OpenMMLab and torchvision convention
+  for a SHA256 prefix, e.g. ``..._20210831-ea4938fc.pth``; all-digit parts such as
+  dates are names) a fresh download must match it or it is discarded; files already
+  in the cache are not re-hashed.  torch.hub's deprecated single-file zip archives are
+  not unpacked.
+* ``open-mmlab://``, ``openmmlab://``, ``mmcls://``, ``torchvision://``,
+  ``modelzoo://``: :func:`load_from_openmmlab_safe`, :func:`load_from_mmcls_safe`,
+  :func:`load_from_torchvision_safe`.  Names are resolved through MMEngine's own
+  tables (``get_external_models``, ``get_deprecated_model_names``,
+  ``get_mmcls_models``, ``get_torchvision_models``, looked up in
+  ``mmengine.runner.checkpoint`` at call time) and loaded through
+  :func:`load_from_http_safe` or, for OpenMMLab entries that name a file under the
+  MMEngine home, :func:`load_from_local_safe`.
+* every other scheme (``pavi://``, ``s3://``/``petrel://`` and any scheme registered
+  later, even one registered over ours): MMEngine's own loader, wrapped by
+  :func:`make_safe_loader` so that every ``torch.load`` it makes is forced to
+  ``weights_only=True`` (through PyTorch's ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``, which
+  overrides even an explicit ``weights_only=False``; ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
+  is lifted meanwhile) and sees the allowlist.  The wrapping happens when
+  ``CheckpointLoader`` looks a loader up, so registration order does not matter.  A
+  loader that unpickles without ``torch.load`` is not covered.  The environment is
+  process-wide: while such a load runs (downloads included), every ``torch.load`` of
+  the process is weights-only and other loads of ``nfnets_mm`` wait.
+
+The module functions ``load_from_local``, ``load_from_http``, ``load_from_openmmlab``,
+``load_from_mmcls``, ``load_from_torchvision``, ``load_from_pavi`` and
+``load_from_ceph`` of ``mmengine.runner.checkpoint`` are replaced by these safe loaders
+too, so code that calls them directly (MMEngine's own loaders call
+``load_from_http`` that way) is covered; a reference taken with ``from ... import``
+before ``nfnets_mm`` was imported is not.
+"""
+import functools
+import logging
+import os
+import os.path as osp
+import re
+from typing import Any, Callable, List, Optional, Tuple, Type
+from urllib.parse import urlparse
+
+import torch
+from mmengine.dist import broadcast_object_list, get_dist_info
+from mmengine.logging import print_log
+from mmengine.runner import CheckpointLoader
+from mmengine.runner import checkpoint as mmengine_checkpoint
+
+from .safe_checkpoint import (CorruptCheckpointError, UnsafeCheckpointError,
+                              load_with_allowlist, safe_load)
+
+__all__ = ['load_from_local_safe', 'load_from_http_safe', 'load_from_openmmlab_safe',
+           'load_from_mmcls_safe', 'load_from_torchvision_safe', 'make_safe_loader',
+           'secure_registered_schemes']
+
+
+def load_from_local_safe(filename: str, map_location: Any = None) -> Any:
+    """MMEngine ``CheckpointLoader`` backend for local files using ``safe_load``.
+
+    Registered for the empty prefix (every path no other scheme claims), replacing
+    MMEngine's ``load_from_local``.
+    """
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    return safe_load(filename, map_location=map_location)
+
+
+# ----------------------------------------------------------------------------
+# http(s)://
+# ----------------------------------------------------------------------------
+#: ``name-<sha256 prefix>.ext``: 8 to 64 lowercase hex digits, at least one of them a
+#: letter (so that ``-20230101`` is a date, not a hash), before the extension.
+_HASH_IN_NAME = re.compile(r'-((?=[0-9]*[a-f])[0-9a-f]{8,64})\.[^-]*$')
+
+
+def _cache_file(url: str, model_dir: Optional[str] = None) -> str:
+    """``<model_dir or torch.hub.get_dir()/checkpoints>/<basename of the URL path>``,
+    the file torch.hub (and so MMEngine) caches ``url`` in; creates the folder."""
+    if model_dir is None:
+        model_dir = osp.join(torch.hub.get_dir(), 'checkpoints')
+    name = osp.basename(urlparse(url).path)
+    if not name:
+        raise ValueError(f'Cannot name a cache file after {url}: its path has no file '
+                         'name.')
+    os.makedirs(model_dir, exist_ok=True)
+    return osp.join(model_dir, name)
+
+
+def _download(url: str, cached_file: str, progress: bool) -> None:
+    """Download ``url`` to ``cached_file`` atomically, checking the SHA256 prefix the
+    file name carries, if any (see the module docstring)."""
+    match = _HASH_IN_NAME.search(osp.basename(cached_file))
+    hash_prefix = match.group(1) if match else None
+    print_log(f'Downloading "{url}" to {cached_file}', logger='current')
+    try:
+        torch.hub.download_url_to_file(url, cached_file, hash_prefix, progress=progress)
+    except RuntimeError as e:
+        if hash_prefix is None or 'hash' not in str(e):
+            raise
+        raise RuntimeError(
+            f'The download of {url} does not match the SHA256 prefix {hash_prefix} in its '
+            f'file name ({e}); it was not kept. The download was corrupted or the file '
+            'on the server is not the one the name promises. If you trust the file '
+            'anyway, download it yourself and load the local path, or place it at '
+            f'{cached_file} (files in the download cache are not re-hashed); it is '
+            'still loaded weights-only.') from None
+
+
+def _load_url(url: str, model_dir: Optional[str], map_location: Any,
+              progress: bool) -> Any:
+    """Load ``url`` from the download cache, downloading it first if it is not there."""
+    cached_file = _cache_file(url, model_dir)
+    if not osp.exists(cached_file):
+        _download(url, cached_file, progress)
+    return load_with_allowlist(
+        cached_file,
+        lambda: torch.load(cached_file, map_location=map_location, weights_only=True),
+        url=url)
+
+
+#: Errors the other ranks re-raise when rank 0 fails, most specific first: rank 0's
+#: error is sent as the first of these it is an instance of.
+_SHARED_ERRORS: Tuple[Type[Exception], ...] = (
+    UnsafeCheckpointError, CorruptCheckpointError, FileNotFoundError, OSError,
+    ValueError, RuntimeError)
+
+
+def _shareable(error: Exception) -> List[str]:
+    """``[class name, message]`` of rank 0's ``error``, for the other ranks.
+
+    Only strings are sent, so the other ranks unpickle nothing else.  An error of
+    another class (e.g. ``urllib.error.HTTPError``) is sent as the nearest class of
+    :data:`_SHARED_ERRORS` (else ``RuntimeError``) with its own class name in front
+    of the message.
+    """
+    shared = next((cls for cls in _SHARED_ERRORS if isinstance(error, cls)),
+                  RuntimeError)
+    message = str(error) if type(error) is shared else f'{type(error).__name__}: {error}'
+    return [shared.__name__, message]
+
+
+def _raise_shared(outcome: List[str]) -> None:
+    """Raise rank 0's error, as :func:`_shareable` sent it, on this rank."""
+    name, message = outcome
+    raise next(cls for cls in _SHARED_ERRORS if cls.__name__ == name)(message)
+
+
+def load_from_http_safe(filename: str, map_location: Any = None,
+                        model_dir: Optional[str] = None,
+                        progress: bool = os.isatty(0)) -> Any:
+    """MMEngine ``CheckpointLoader`` backend for ``http://`` and ``https://`` URLs.
+
+    Same arguments and download cache as MMEngine's ``load_from_http``: rank 0
+    downloads (unless cached) and loads first; in distributed runs the other ranks
+    then receive its outcome: on success they load from the cache, on failure they
+    raise the same error class and message as rank 0 (an error class outside
+    :data:`_SHARED_ERRORS` arrives as the nearest one of them, e.g. ``OSError`` for
+    ``HTTPError``, its name in front of the message).  The cached file is loaded with
+    the allowlist, so refusals name the URL and the cache file.
+
+    Args:
+        filename (str): The URL.
+        map_location: As for :func:`torch.load`.
+        model_dir (str, optional): Cache folder.  Defaults to
+            ``<torch.hub.get_dir()>/checkpoints``.
+        progress (bool): Show a download progress bar.
+
+    Raises:
+        UnsafeCheckpointError: As ``safe_load``.
+        CorruptCheckpointError: As ``safe_load``; the message names the cache file to
+            delete.
+        RuntimeError: A fresh download does not match the SHA256 prefix in its name.
+    """
+    rank, world_size = get_dist_info()
+    if world_size == 1:
+        return _load_url(filename, model_dir, map_location, progress)
+    outcome: List[Optional[List[str]]] = [None]
+    if rank == 0:
+        try:
+            checkpoint = _load_url(filename, model_dir, map_location, progress)
+        except Exception as e:
+            outcome = [_shareable(e)]
+            broadcast_object_list(outcome, src=0)
+            raise
+    broadcast_object_list(outcome, src=0)
+    if outcome[0] is not None:
+        _raise_shared(outcome[0])
+    if rank > 0:
+        checkpoint = _load_url(filename, model_dir, map_location, progress)
+    return checkpoint
+
+
+# ----------------------------------------------------------------------------
+# model-zoo names: open-mmlab://, mmcls://, torchvision://
+# ----------------------------------------------------------------------------
+def _strip_prefix(filename: str, prefixes: Tuple[str, ...]) -> Tuple[str, str]:
+    """``(prefix, name)`` for the first of ``prefixes`` that ``filename`` starts with."""
+    for prefix in prefixes:
+        if filename.startswith(prefix):
+            return prefix, filename[len(prefix):]
+    raise ValueError(f'{filename} does not start with any of {prefixes}.')
+
+
+def load_from_torchvision_safe(filename: str, map_location: Any = None) -> Any:
+    """``torchvision://<name>`` (or the deprecated ``modelzoo://<name>``): the URL from
+    MMEngine's ``get_torchvision_models()``, loaded by :func:`load_from_http_safe`."""
+    prefix, model_name = _strip_prefix(filename, ('torchvision://', 'modelzoo://'))
+    if prefix == 'modelzoo://':
+        print_log('The URL scheme of "modelzoo://" is deprecated, please use '
+                  '"torchvision://" instead', logger='current', level=logging.WARNING)
+    url = mmengine_checkpoint.get_torchvision_models()[model_name]
+    return load_from_http_safe(url, map_location=map_location)
+
+
+def load_from_openmmlab_safe(filename: str, map_location: Any = None) -> Any:
+    """``open-mmlab://<name>`` or ``openmmlab://<name>``: resolved (deprecated names
+    first) through MMEngine's ``get_deprecated_model_names()`` and
+    ``get_external_models()``; a URL is loaded by :func:`load_from_http_safe`, any other
+    entry as a file under the MMEngine home by :func:`load_from_local_safe`."""
+    prefix, model_name = _strip_prefix(filename, ('open-mmlab://', 'openmmlab://'))
+    deprecated = mmengine_checkpoint.get_deprecated_model_names()
+    if model_name in deprecated:
+        print_log(f'{prefix}{model_name} is deprecated in favor of '
+                  f'{prefix}{deprecated[model_name]}', logger='current',
+                  level=logging.WARNING)
+        model_name = deprecated[model_name]
+    model_url = mmengine_checkpoint.get_external_models()[model_name]
+    if model_url.startswith(('http://', 'https://')):
+        return load_from_http_safe(model_url, map_location=map_location)
+    return load_from_local_safe(
+        osp.join(mmengine_checkpoint._get_mmengine_home(), model_url), map_location)
+
+
+def load_from_mmcls_safe(filename: str, map_location: Any = None) -> Any:
+    """``mmcls://<name>``: the URL from MMEngine's ``get_mmcls_models()``, loaded by
+    :func:`load_from_http_safe` and reduced to the backbone by MMEngine's
+    ``_process_mmcls_checkpoint``."""
+    _, model_name = _strip_prefix(filename, ('mmcls://', ))
+    url = mmengine_checkpoint.get_mmcls_models()[model_name]
+    checkpoint = load_from_http_safe(url, map_location=map_location)
+    return mmengine_checkpoint._process_mmcls_checkpoint(checkpoint)
+
+
+# ----------------------------------------------------------------------------
+# every other scheme, and the installation
+# ----------------------------------------------------------------------------
+def make_safe_loader(loader: Callable) -> Callable:
+    """Wrap a ``CheckpointLoader`` backend so that every ``torch.load`` it makes is
+    weights-only and sees the allowlist (``load_with_allowlist`` with
+    ``force_weights_only=True``); refusals become ``UnsafeCheckpointError`` naming the
+    path.  Loaders of this module (marked ``_nfnets_mm_safe``) are returned unchanged."""
+    if getattr(loader, '_nfnets_mm_safe', False):
+        return loader
+
+    @functools.wraps(loader)
+    def safe_scheme_loader(filename: str, map_location: Any = None, *args, **kwargs):
+        return load_with_allowlist(
+            filename, lambda: loader(filename, map_location, *args, **kwargs),
+            force_weights_only=True)
+
+    safe_scheme_loader._nfnets_mm_safe = True
+    return safe_scheme_loader
+
+
+#: Our loaders, by the ``CheckpointLoader`` prefixes and the MMEngine function they replace.
+_SAFE_LOADERS = (
+    ('', 'load_from_local', load_from_local_safe),
+    (('http://', 'https://'), 'load_from_http', load_from_http_safe),
+    (('open-mmlab://', 'openmmlab://'), 'load_from_openmmlab', load_from_openmmlab_safe),
+    ('mmcls://', 'load_from_mmcls', load_from_mmcls_safe),
+    (('modelzoo://', 'torchvision://'), 'load_from_torchvision',
+     load_from_torchvision_safe),
+)
+
+
+def _secure_loader_lookup() -> None:
+    """Make ``CheckpointLoader._get_checkpoint_loader`` return every loader through
+    :func:`make_safe_loader`, covering schemes registered after this import."""
+    lookup = CheckpointLoader.__dict__['_get_checkpoint_loader'].__func__
+    if getattr(lookup, '_nfnets_mm_safe', False):
+        return
+
+    def _get_checkpoint_loader(cls, path):
+        loader = lookup(cls, path)
+        return None if loader is None else make_safe_loader(loader)
+
+    _get_checkpoint_loader._nfnets_mm_safe = True
+    _get_checkpoint_loader.__doc__ = lookup.__doc__
+    CheckpointLoader._get_checkpoint_loader = classmethod(_get_checkpoint_loader)
+
+
+def secure_registered_schemes() -> None:
+    """Install this module into MMEngine as the module docstring describes: our loaders
+    for their prefixes and in place of MMEngine's module functions, every other
+    registered loader wrapped by :func:`make_safe_loader`, and the wrapping of loaders
+    registered later.  Idempotent; called at import."""
+    for prefixes, mmengine_name, loader in _SAFE_LOADERS:
+        loader._nfnets_mm_safe = True
+        CheckpointLoader.register_scheme(prefixes=prefixes, loader=loader, force=True)
+        setattr(mmengine_checkpoint, mmengine_name, loader)
+    for prefix, loader in list(CheckpointLoader._schemes.items()):
+        if not getattr(loader, '_nfnets_mm_safe', False):
+            CheckpointLoader.register_scheme(
+                prefixes=prefix, loader=make_safe_loader(loader), force=True)
+    for name in ('load_from_pavi', 'load_from_ceph'):
+        if hasattr(mmengine_checkpoint, name):
+            setattr(mmengine_checkpoint, name,
+                    make_safe_loader(getattr(mmengine_checkpoint, name)))
+    _secure_loader_lookup()
+
+
+secure_registered_schemes()
