@@ -1,4 +1,7 @@
+import functools
+import importlib.util
 import os.path as osp
+import socket
 import sys
 
 import pytest
@@ -7,6 +10,8 @@ import torch
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+#: ``tools/``: its scripts import their helpers (``runner_utils`` ...) from there.
+TOOLS_DIR = osp.join(REPO_ROOT, 'tools')
 
 import nfnets_mm  # noqa: E402,F401  (registers every module)
 
@@ -14,6 +19,36 @@ import nfnets_mm  # noqa: E402,F401  (registers every module)
 #: transitions with and without stride, SE, final conv) for fast tests.
 TINY_NFNET_ARCH = dict(depths=(1, 2, 2, 1), widths=(32, 64, 128, 128), group_width=16,
                        stem_channels=(8, 8, 16, 16))
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that is free now (for ``MASTER_PORT``)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def tools_on_path() -> str:
+    """Put ``tools/`` on ``sys.path`` (as running one of its scripts does); returns it."""
+    if TOOLS_DIR not in sys.path:
+        sys.path.insert(0, TOOLS_DIR)
+    return TOOLS_DIR
+
+
+@functools.lru_cache(maxsize=None)
+def load_test_tool():
+    """``tools/test.py`` as a module, loaded once.
+
+    It is loaded from its path under the name ``nfnets_test_tool``: imported as ``test``
+    it would shadow (or be shadowed by) the standard library's ``test`` package.  Patch
+    its attributes with ``monkeypatch`` so other tests see them unchanged.
+    """
+    tools_on_path()
+    spec = importlib.util.spec_from_file_location('nfnets_test_tool',
+                                                  osp.join(TOOLS_DIR, 'test.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

@@ -1,29 +1,27 @@
-"""tools/test.py refuses a checkpoint that does not fit the model (issue 9.8)."""
-import importlib.util
+"""tools/test.py refuses a checkpoint that does not fit the model (issue 9.8), checking
+the checkpoint the runner loads (read once) in an ``after_load_checkpoint`` hook."""
+import collections
 import os.path as osp
-import sys
 from collections import OrderedDict
 
 import pytest
 import torch
+from conftest import REPO_ROOT, load_test_tool, tools_on_path
 from mmengine.config import Config
+from mmengine.runner import CheckpointLoader
 from mmpretrain.registry import MODELS
 
 from nfnets_mm.utils.demo_data import ensure_demo_data
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO = 'configs/nfnet/nfnet_demo.py'
-sys.path.insert(0, osp.join(REPO, 'tools'))
-import runner_utils  # noqa: E402
+tools_on_path()
+import checkpoint_match  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location('nfnets_test_tool',
-                                               osp.join(REPO, 'tools', 'test.py'))
-test_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(test_tool)
+DEMO = osp.join(REPO_ROOT, 'configs/nfnet/nfnet_demo.py')
+test_tool = load_test_tool()
 
 
 def demo_model(widths=None):
-    cfg = Config.fromfile(osp.join(REPO, DEMO))
+    cfg = Config.fromfile(DEMO)
     if widths is not None:  # another architecture
         cfg.model.backbone.arch.widths = widths
         cfg.model.head.in_channels = 2 * widths[-1]
@@ -35,33 +33,43 @@ def model():
     return demo_model()
 
 
+@pytest.fixture(scope='module')
+def demo_data():
+    ensure_demo_data(osp.join(REPO_ROOT, 'data', 'demo'))
+
+
 def save(path, state_dict, **extra):
     torch.save(dict(meta=dict(epoch=1), state_dict=state_dict, **extra), path)
     return str(path)
 
 
+def check(model, path):
+    """``check_checkpoint_matches`` on the file, loaded as the runner loads it."""
+    checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+    checkpoint_match.check_checkpoint_matches(model, checkpoint, path)
+
+
 def test_matching_checkpoints_pass(model, tmp_path):
     state = model.state_dict()
-    runner_utils.check_checkpoint_matches(model, save(tmp_path / 'plain.pth', state))
+    check(model, save(tmp_path / 'plain.pth', state))
     # MMEngine strips a ``module.`` prefix (DDP / averaged models) when loading.
     wrapped = OrderedDict((f'module.{k}', v) for k, v in state.items())
-    runner_utils.check_checkpoint_matches(model, save(tmp_path / 'module.pth', wrapped))
+    check(model, save(tmp_path / 'module.pth', wrapped))
     # EMAHook / WarmupEMAHook checkpoints: averaged weights under state_dict, the raw
     # ones under ema_state_dict with the averaged model's ``module.`` prefix and steps.
     ema = OrderedDict(wrapped, steps=torch.tensor(10))
-    runner_utils.check_checkpoint_matches(
-        model, save(tmp_path / 'ema.pth', state, ema_state_dict=ema))
+    check(model, save(tmp_path / 'ema.pth', state, ema_state_dict=ema))
     # A bare state dict (no 'state_dict' key), e.g. an exported EMA model.
     bare = tmp_path / 'bare.pth'
     torch.save(ema, bare)
-    runner_utils.check_checkpoint_matches(model, str(bare))
+    check(model, str(bare))
 
 
 def test_checkpoint_of_another_architecture_is_refused(model, tmp_path):
     other = demo_model(widths=(16, 32, 64, 128)).state_dict()
     path = save(tmp_path / 'other.pth', other)
-    with pytest.raises(runner_utils.CheckpointMismatchError) as info:
-        runner_utils.check_checkpoint_matches(model, path)
+    with pytest.raises(checkpoint_match.CheckpointMismatchError) as info:
+        check(model, path)
     message = str(info.value)
     assert path in message and '--allow-mismatch' in message
     assert 'of another shape, first: backbone.' in message
@@ -73,19 +81,60 @@ def test_checkpoint_missing_weights_is_refused(model, tmp_path):
     state = OrderedDict((k, v) for k, v in model.state_dict().items()
                         if not k.startswith('head.'))
     path = save(tmp_path / 'backbone_only.pth', state)
-    with pytest.raises(runner_utils.CheckpointMismatchError,
+    with pytest.raises(checkpoint_match.CheckpointMismatchError,
                        match='2 weight.s. of the model missing from it, first: '
                        'head.fc.weight, head.fc.bias'):
-        runner_utils.check_checkpoint_matches(model, path)
+        check(model, path)
 
 
-def test_test_tool_refuses_another_architecture(tmp_path):
+def test_test_tool_refuses_another_architecture(demo_data, tmp_path):
     """Without the check test.py evaluated a random model and returned metrics."""
-    ensure_demo_data(osp.join(REPO, 'data', 'demo'))
     path = save(tmp_path / 'other.pth', demo_model(widths=(16, 32, 64, 128)).state_dict())
     argv = [DEMO, path, '--work-dir', str(tmp_path / 'test'), '--cfg-options',
             'test_dataloader.dataset.indices=6']
-    with pytest.raises(runner_utils.CheckpointMismatchError, match='other.pth'):
+    with pytest.raises(checkpoint_match.CheckpointMismatchError, match='other.pth'):
         test_tool.main(argv)
     metrics = test_tool.main(argv + ['--allow-mismatch'])
     assert 'accuracy/top1' in metrics
+
+
+@pytest.fixture
+def checkpoint_reads(monkeypatch):
+    """How often each local file is read through MMEngine's ``CheckpointLoader`` (which
+    ``Runner.load_checkpoint`` and ``mmengine.runner.load_checkpoint`` use)."""
+    reads = collections.Counter()
+    local = CheckpointLoader._schemes['']
+
+    def counting_loader(filename, map_location=None, *args, **kwargs):
+        reads[osp.abspath(filename)] += 1
+        return local(filename, map_location, *args, **kwargs)
+
+    monkeypatch.setitem(CheckpointLoader._schemes, '', counting_loader)
+    return reads
+
+
+def test_test_tool_reads_the_checkpoint_once(demo_data, tmp_path, checkpoint_reads,
+                                             monkeypatch):
+    """The check used to load the file itself before ``runner.test()`` loaded it again;
+    now it runs in an ``after_load_checkpoint`` hook after every other such hook (EMA
+    hooks included), before the weights reach the model."""
+    config = tmp_path / 'ema_demo.py'
+    config.write_text(f'_base_ = [{DEMO!r}]\ncustom_hooks = [dict(type="EMAHook", '
+                      'momentum=0.5, priority="VERY_LOW")]\n')
+    runners = []
+    build_runner = test_tool.build_runner
+    monkeypatch.setattr(test_tool, 'build_runner',
+                        lambda cfg: runners.append(build_runner(cfg)) or runners[-1])
+    argv = ['--work-dir', str(tmp_path / 'test'), '--cfg-options',
+            'test_dataloader.dataset.indices=6']
+
+    good = save(tmp_path / 'good.pth', demo_model().state_dict())
+    assert 'accuracy/top1' in test_tool.main([str(config), good, *argv])
+    assert checkpoint_reads[good] == 1
+    names = [type(hook).__name__ for hook in runners[-1].hooks]
+    assert names[-1] == 'CheckpointMatchHook' and 'EMAHook' in names
+
+    other = save(tmp_path / 'other.pth', demo_model(widths=(16, 32, 64, 128)).state_dict())
+    with pytest.raises(checkpoint_match.CheckpointMismatchError, match='other.pth'):
+        test_tool.main([str(config), other, *argv])
+    assert checkpoint_reads[other] == 1

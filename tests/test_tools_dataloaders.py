@@ -1,26 +1,21 @@
 """Dataloader options and annotation files in tools/train.py and tools/test.py
 (issue 9.7 and the empty-annotation part of 9.8)."""
-import importlib.util
 import os.path as osp
-import sys
 
 import pytest
+from conftest import REPO_ROOT as REPO
+from conftest import load_test_tool, tools_on_path
 from mmengine.config import Config
 from torch.utils.data import DataLoader
 
 from nfnets_mm.utils.demo_data import ensure_demo_data
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = 'configs/nfnet/nfnet_demo.py'
-sys.path.insert(0, osp.join(REPO, 'tools'))
+tools_on_path()
 import runner_utils  # noqa: E402
 import train as train_tool  # noqa: E402
 
-# tools/test.py would shadow (or be shadowed by) the standard library's ``test`` package.
-_spec = importlib.util.spec_from_file_location('nfnets_test_tool',
-                                               osp.join(REPO, 'tools', 'test.py'))
-test_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(test_tool)
+test_tool = load_test_tool()
 
 LOADER_KEYS = ('num_workers', 'pin_memory', 'persistent_workers', 'prefetch_factor')
 

@@ -2,21 +2,18 @@
 ``dist_cfg`` (timeout ...) reaches ``init_process_group`` and the process group is
 destroyed when the tool's ``main()`` ends, also on error."""
 import datetime
-import importlib.util
 import json
 import os
-import os.path as osp
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import REPO_ROOT as REPO
+from conftest import free_port, load_test_tool, tools_on_path
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TOOLS = osp.join(REPO, 'tools')
-sys.path.insert(0, TOOLS)
+TOOLS = tools_on_path()
 import runner_utils  # noqa: E402
 
 #: A config the tools accept without building anything (the runner is faked).
@@ -73,12 +70,6 @@ with open(os.path.join(out, f'rank{{rank}}.json'), 'w') as f:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def test_dist_init_kwargs_follow_mmengine():
     backend, kwargs = runner_utils.dist_init_kwargs(
         dict(backend='gloo', timeout=7, init_backend='torch', pg_options=None))
@@ -112,14 +103,6 @@ def test_two_ranks_timeout_and_process_group_destroyed(tmp_path):
     assert rank1['error'] is None, rank1
     assert not rank0['initialized_after_main'] and not rank1['initialized_after_main']
     assert 'terminate called' not in proc.stderr
-
-
-def load_test_tool():
-    spec = importlib.util.spec_from_file_location('nfnets_test_tool',
-                                                  osp.join(TOOLS, 'test.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

@@ -4,18 +4,18 @@ import os.path as osp
 import pickle
 import re
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
+from conftest import REPO_ROOT as REPO
+from conftest import free_port, tools_on_path
 from mmengine.config import Config
 
 from nfnets_mm.engine.hooks import state_dict_digest
 from nfnets_mm.utils.demo_data import ensure_demo_data
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PYTHON = sys.executable
 DEMO = 'configs/nfnet/nfnet_demo.py'
 DET_DEMO = 'configs/mask_rcnn/mask-rcnn_nfnet-demo_fpn_coco.py'
@@ -24,7 +24,7 @@ TINY = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'train_dataloader.
         'train_dataloader.dataset.indices=16', 'val_dataloader.dataset.indices=12',
         'default_hooks.logger.interval=1']
 
-sys.path.insert(0, osp.join(REPO, 'tools'))
+tools_on_path()
 import runner_utils  # noqa: E402
 import train as train_tool  # noqa: E402
 
@@ -101,6 +101,32 @@ def test_resume_without_last_checkpoint_continues_from_the_newest_checkpoint(dem
     assert after == before
 
 
+def test_resume_with_checkpoint_hook_out_dir(demo_data, tmp_path):
+    """CheckpointHook(out_dir=...) saves to <out_dir>/<work dir name> but writes
+    last_checkpoint into the work dir: --resume follows it (it raised FileNotFoundError,
+    looking for the file in the work dir), and a new run there is refused."""
+    work_dir, store = tmp_path / 'work' / 'run', tmp_path / 'store'
+    folder = store / 'run'
+    base = [PYTHON, 'tools/train.py', DEMO, '--work-dir', str(work_dir), '--no-validate',
+            '--cfg-options', f'default_hooks.checkpoint.out_dir={store}',
+            *(c for c in TINY if not c.startswith('val_dataloader'))]
+    run(base)
+    assert (folder / 'epoch_1.pth').is_file() and not (work_dir / 'epoch_1.pth').exists()
+    assert (work_dir / 'last_checkpoint').read_text().strip() == str(folder / 'epoch_1.pth')
+
+    refused = run(base, check=False)
+    assert refused.returncode != 0 and 'already holds checkpoints' in refused.stderr
+    assert str(folder / 'epoch_1.pth') in refused.stderr
+
+    resumed = [c.replace('max_epochs=1', 'max_epochs=2') for c in base]
+    run(resumed[:3] + ['--resume'] + resumed[3:])
+    text = log_text(str(work_dir))
+    assert 'Epoch(train) [2][2/2]' in text
+    assert f'Resuming from {folder}/epoch_1.pth (named by {work_dir}/last_checkpoint)' in text
+    ckpt = torch.load(folder / 'epoch_2.pth', map_location='cpu', weights_only=False)
+    assert ckpt['meta']['iter'] == 4 and ckpt['meta']['epoch'] == 2
+
+
 def test_test_tool_prints_accuracy_and_dumps_predictions(demo_run, tmp_path):
     out = str(tmp_path / 'preds.pkl')
     args = [PYTHON, 'tools/test.py', DEMO, osp.join(demo_run, 'epoch_1.pth'), '--work-dir',
@@ -120,9 +146,7 @@ def test_test_tool_prints_accuracy_and_dumps_predictions(demo_run, tmp_path):
 
 def test_dist_train_two_ranks_agree(demo_data, tmp_path):
     """torchrun with 2 CPU processes (gloo): 2 iterations, checkpoint, eval, same weights."""
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     work_dir = str(tmp_path / 'dist')
     cfg = [c.replace('batch_size=8', 'batch_size=4') for c in TINY]  # 16 / 2 ranks / 4
     run(['bash', 'tools/dist_train.sh', DEMO, '2', '--work-dir', work_dir, '--cfg-options',

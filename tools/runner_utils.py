@@ -4,10 +4,9 @@ import datetime
 import importlib
 import os
 import os.path as osp
-import re
 import warnings
 from copy import deepcopy
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 from mmengine.config import Config, ConfigDict
 
@@ -143,78 +142,6 @@ def check_annotation_files(cfg: Config, fields: Sequence[str]) -> None:
                     'Likely cause: the data preparation step did not finish or wrote to '
                     'another path; regenerate the file or point ann_file elsewhere with '
                     f'--cfg-options {field}.dataset.ann_file=PATH.')
-
-
-# ----------------------------------------------------------------------------
-# checkpoints matching the model (tools/test.py)
-# ----------------------------------------------------------------------------
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint lacks weights of the model or has them in other shapes."""
-
-
-def checkpoint_state_dict(checkpoint, filename: str = 'the checkpoint') -> dict:
-    """The weights MMEngine's ``Runner.load_checkpoint`` loads from ``checkpoint``.
-
-    Its ``state_dict`` (or the checkpoint itself when it is a bare state dict), with the
-    ``module.`` prefix of wrapped / averaged models removed.  Checkpoints written with
-    an ``EMAHook`` (``WarmupEMAHook``) keep the averaged weights under ``state_dict`` and
-    the raw ones under ``ema_state_dict``; the former are what is evaluated.
-    """
-    if not isinstance(checkpoint, dict):
-        raise CheckpointMismatchError(
-            f'{filename} holds a {type(checkpoint).__name__}, not a dict (an MMEngine '
-            'checkpoint or a state dict).')
-    state = checkpoint.get('state_dict', checkpoint)
-    return {re.sub(r'^module\.', '', key): value for key, value in state.items()}
-
-
-def compare_state_dicts(model_state: dict, ckpt_state: dict
-                        ) -> Tuple[List[str], List[str]]:
-    """``(missing, mismatched)``: model weights absent from the checkpoint, and
-    ``key: checkpoint shape vs model shape`` lines for those of another shape.
-    BatchNorm's ``num_batches_tracked`` counters may be missing (as MMEngine allows)."""
-    missing, mismatched = [], []
-    for key, value in model_state.items():
-        if key not in ckpt_state:
-            if 'num_batches_tracked' not in key:
-                missing.append(key)
-            continue
-        theirs = getattr(ckpt_state[key], 'shape', None)
-        if theirs is not None and tuple(theirs) != tuple(value.shape):
-            mismatched.append(f'{key}: {tuple(theirs)} in the checkpoint, '
-                              f'{tuple(value.shape)} in the model')
-    return missing, mismatched
-
-
-def check_checkpoint_matches(model, filename: str, max_keys: int = 5) -> None:
-    """Refuse a checkpoint that would load only partially into ``model``.
-
-    MMEngine loads test checkpoints non-strictly: weights of another shape or missing
-    from the checkpoint are skipped with a warning and the model is evaluated with its
-    random initialisation.  Extra checkpoint keys (e.g. ``ema_state_dict``'s step
-    counter, heads the config does not build) are allowed.
-    """
-    from mmengine.model import is_model_wrapper
-    from mmengine.runner.checkpoint import _load_checkpoint
-    if is_model_wrapper(model):
-        model = model.module
-    ckpt_state = checkpoint_state_dict(_load_checkpoint(filename, map_location='cpu'),
-                                       filename)
-    missing, mismatched = compare_state_dicts(model.state_dict(), ckpt_state)
-    if not missing and not mismatched:
-        return
-    problems = []
-    if mismatched:
-        problems.append(f'{len(mismatched)} weight(s) of another shape, first: '
-                        + '; '.join(mismatched[:max_keys]))
-    if missing:
-        problems.append(f'{len(missing)} weight(s) of the model missing from it, first: '
-                        + ', '.join(missing[:max_keys]))
-    raise CheckpointMismatchError(
-        f'Checkpoint {filename} does not fit the model of the config: '
-        + '. '.join(problems) + '. It was probably saved for another architecture or '
-        'config; pass --allow-mismatch to load the matching weights anyway (the others '
-        'keep their initialisation).')
 
 
 def dist_init_kwargs(dist_cfg) -> Tuple[str, dict]:

@@ -7,7 +7,9 @@
 Follows MMPretrain's ``tools/test.py``; the runner comes from the config's
 ``default_scope`` and the repository root is put on ``sys.path``.  Unlike MMEngine's
 non-strict loading, a checkpoint that lacks weights of the model or holds them in other
-shapes (another architecture) is refused unless ``--allow-mismatch`` is given.
+shapes (another architecture) is refused unless ``--allow-mismatch`` is given (checked by
+``checkpoint_match.CheckpointMatchHook`` on the checkpoint the runner reads, after the
+other hooks' ``after_load_checkpoint``).
 """
 import argparse
 import os
@@ -21,9 +23,9 @@ if REPO_ROOT not in sys.path:
 from mmengine.config import Config, DictAction  # noqa: E402
 
 # tools/ is sys.path[0] when this file runs as a script (also under torchrun).
-from runner_utils import (build_runner, check_annotation_files,  # noqa: E402
-                          check_checkpoint_matches, check_scope, distributed_session,
-                          set_default_dataloader_cfg)
+from checkpoint_match import CheckpointMatchHook  # noqa: E402
+from runner_utils import (build_runner, check_annotation_files, check_scope,  # noqa: E402
+                          distributed_session, set_default_dataloader_cfg)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -114,7 +116,8 @@ def main(argv=None) -> dict:
     with distributed_session(cfg):
         runner = build_runner(cfg)
         if not args.allow_mismatch:
-            check_checkpoint_matches(runner.model, args.checkpoint)
+            # Checks the checkpoint runner.test() reads, before its weights are loaded.
+            runner.register_hook(CheckpointMatchHook(cfg.load_from))
         if args.out is not None:
             add_dump_metric(runner, scope, args.out)
         return runner.test()

@@ -28,7 +28,6 @@ inferred from the parameter shapes (block count, widths, group width, ...);
 ``--variant`` only checks that inference.
 """
 import argparse
-import os
 import os.path as osp
 import pickle
 import re
@@ -37,15 +36,16 @@ import zipfile
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+_HERE = osp.dirname(osp.abspath(__file__))
+sys.path.insert(0, osp.dirname(osp.dirname(_HERE)))
+if _HERE not in sys.path:  # also when loaded from its path (tests)
+    sys.path.insert(0, _HERE)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _cli import run_conversion  # noqa: E402
 
 from nfnets_mm.utils.checkpoint_io import save_checkpoint_atomic  # noqa: E402
-
-#: Exit status of a failed conversion (``error: ...`` on stderr), as argparse uses.
-EXIT_ERROR = 2
 
 #: Model settings DeepMind's weights were trained with (TF "SAME" padding, tanh GELU).
 DM_BACKBONE_SETTINGS = dict(padding='same', act_cfg=dict(type='GELU', approximate='tanh'))
@@ -584,17 +584,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Convert; failures are one ``error:`` line and exit status 2 (see ``_cli``)."""
     args = parse_args(argv)
-    try:
-        meta = convert(args.src, args.dst, args.variant, args.force)
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError,
-            RuntimeError) as err:  # EOFError: empty or truncated file
-        print(f'error: {err}', file=sys.stderr)
-        return EXIT_ERROR
-    print(f'converted {args.src} ({meta["arch"]}, {meta["num_classes"]} classes) -> '
-          f'{args.dst}')
-    print(f'model: {meta["model"]}')
-    return 0
+
+    def report(meta: dict) -> None:
+        print(f'converted {args.src} ({meta["arch"]}, {meta["num_classes"]} classes) -> '
+              f'{args.dst}')
+        print(f'model: {meta["model"]}')
+
+    return run_conversion(lambda: convert(args.src, args.dst, args.variant, args.force),
+                          report)
 
 
 if __name__ == '__main__':

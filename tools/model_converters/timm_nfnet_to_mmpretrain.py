@@ -29,23 +29,22 @@ Refused with an explanation: ECA attention (``eca_nfnet_*``, ``nf_ecaresnet*``),
 NF-RegNets (``nf_regnet_*``) and anything else.
 """
 import argparse
-import os
 import os.path as osp
-import pickle
 import re
 import sys
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+_HERE = osp.dirname(osp.abspath(__file__))
+sys.path.insert(0, osp.dirname(osp.dirname(_HERE)))
+if _HERE not in sys.path:  # also when loaded from its path (tests)
+    sys.path.insert(0, _HERE)
 
 import torch  # noqa: E402
+from _cli import run_conversion  # noqa: E402
 
+from nfnets_mm.utils import safe_load  # noqa: E402
 from nfnets_mm.utils.checkpoint_io import save_checkpoint_atomic  # noqa: E402
-from nfnets_mm.utils.safe_checkpoint import safe_load  # noqa: E402
-
-#: Exit status of a failed conversion (``error: ...`` on stderr), as argparse uses.
-EXIT_ERROR = 2
 
 #: ``--act`` choices -> MMCV activation configs.
 ACTIVATIONS = {
@@ -82,16 +81,9 @@ def load_timm_state_dict(path: str) -> 'OrderedDict[str, torch.Tensor]':
     """Load a timm state dict (bare, or under ``'state_dict'`` / ``'model'``) safely."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'source checkpoint {path!r} does not exist.')
-    if osp.getsize(path) == 0:
-        raise ConversionError(f'source checkpoint {path!r} is empty (0 bytes).')
-    try:
-        obj = safe_load(path, map_location='cpu')  # weights-only: refuses code in a pickle
-    except (EOFError, RuntimeError) as err:
-        if type(err) not in (EOFError, RuntimeError):
-            raise  # safe_load's own errors (UnsafeCheckpointError, ...) say what is wrong
-        raise ConversionError(
-            f'cannot read source checkpoint {path!r}: it is truncated or not a torch '
-            f'checkpoint ({type(err).__name__}: {err}).') from None
+    # Weights-only: refuses code in a pickle (UnsafeCheckpointError) and names empty or
+    # truncated files (CorruptCheckpointError).
+    obj = safe_load(path, map_location='cpu')
     if isinstance(obj, dict):
         for key in ('state_dict', 'model'):
             if isinstance(obj.get(key), dict):
@@ -485,19 +477,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Convert; failures are one ``error:`` line and exit status 2 (see ``_cli``)."""
     args = parse_args(argv)
-    try:
-        meta = convert(args.src, args.dst, args.force, args.act)
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyError, TypeError,
-            RuntimeError) as err:  # RuntimeError: UnsafeCheckpointError, corrupt files
-        print(f'error: {err}', file=sys.stderr)
-        return EXIT_ERROR
-    print(f'converted {args.src} ({meta["converted_from"]}, {meta["num_classes"]} classes) '
-          f'-> {args.dst}')
-    print(f'model: {meta["model"]}')
-    for note in meta['notes']:
-        print(f'note: {note}')
-    return 0
+
+    def report(meta: dict) -> None:
+        print(f'converted {args.src} ({meta["converted_from"]}, {meta["num_classes"]} '
+              f'classes) -> {args.dst}')
+        print(f'model: {meta["model"]}')
+        for note in meta['notes']:
+            print(f'note: {note}')
+
+    return run_conversion(lambda: convert(args.src, args.dst, args.force, args.act), report)
 
 
 if __name__ == '__main__':
