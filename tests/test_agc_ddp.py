@@ -7,7 +7,6 @@ the two ranks' gradients first and clips afterwards (Eq. 3 written out here).
 """
 import math
 import os
-import socket
 from typing import Dict, List, Tuple
 
 import torch
@@ -15,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import free_port
 
 WORLD_SIZE = 2
 STEPS = 2
@@ -130,12 +130,6 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def single_process_run(clip_after_reduce: bool) -> Dict[str, torch.Tensor]:
     """Average the ranks' gradients, clip (after or, for contrast, before), step SGD."""
     model = make_model()
@@ -165,7 +159,7 @@ def single_process_run(clip_after_reduce: bool) -> Dict[str, torch.Tensor]:
 
 
 def test_agc_clips_all_reduced_gradient(tmp_path):
-    mp.spawn(_worker, args=(WORLD_SIZE, _free_port(), str(tmp_path)), nprocs=WORLD_SIZE,
+    mp.spawn(_worker, args=(WORLD_SIZE, free_port(), str(tmp_path)), nprocs=WORLD_SIZE,
              join=True)
     results = [torch.load(tmp_path / f'rank{r}.pt') for r in range(WORLD_SIZE)]
     params0, params1 = results[0]['params'], results[1]['params']

@@ -17,22 +17,15 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader, Runner, load_checkpoint
 
 import nfnets_mm  # noqa: F401  (registers NFNet, AGC wrappers, safe loader)
-from nfnets_mm.utils.demo_data import make_classification_demo
 from nfnets_mm.utils.safe_checkpoint import (ALLOWLIST, UnsafeCheckpointError,
                                              load_from_local_safe, safe_load,
                                              secure_registered_schemes)
-from tiny_runner_cfg import tiny_runner_cfg  # tests/, on sys.path as for conftest
-
-TINY_ARCH = dict(depths=(1, 1, 1, 1), widths=(32, 64, 128, 128), group_width=16,
-                 stem_channels=(8, 8, 16, 16))
+from tiny_runner_cfg import TINY_ARCH, make_tiny_data, tiny_runner_cfg  # tests/ is on sys.path
 
 
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('ckpt_data')
-    make_classification_demo(str(root), seed=0, num_train_per_class=2, num_val_per_class=1,
-                             image_size=32)
-    return str(root / 'cls')
+    return make_tiny_data(tmp_path_factory.mktemp('ckpt_data'))
 
 
 def _cfg(data_root, work_dir, max_iters):

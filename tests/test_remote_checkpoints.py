@@ -14,7 +14,6 @@ import io
 import json
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ import nfnets_mm  # noqa: F401  (installs the safe loaders)
 from nfnets_mm.models.backbones import NFNet
 from nfnets_mm.utils import CorruptCheckpointError, UnsafeCheckpointError, safe_load
 from nfnets_mm.utils import checkpoint_schemes, safe_checkpoint
+from conftest import free_port
 from test_checkpoint_resume import TINY_ARCH, _assert_same, _cfg, data_root  # noqa: F401
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -124,12 +124,6 @@ def server(tmp_path, monkeypatch):
     srv = _Server()
     yield srv
     srv.close()
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def _cache(tmp_path, name):
@@ -596,7 +590,7 @@ def test_two_ranks_refused_download_raises_on_every_rank(server, real_ckpt, evil
     env = {k: v for k, v in os.environ.items()
            if k.lower() not in ('http_proxy', 'https_proxy', 'all_proxy')}
     env.update(no_proxy='127.0.0.1,localhost', TORCH_HOME=str(tmp_path / 'torch'),
-               MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()), WORLD_SIZE='2',
+               MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port()), WORLD_SIZE='2',
                OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join(
                    [REPO, env.get('PYTHONPATH', '')]))
     procs = [subprocess.Popen(

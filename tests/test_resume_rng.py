@@ -18,7 +18,6 @@ re-seeds instead of restoring the generators; ``RNGStateHook`` saves and restore
 import os
 import os.path as osp
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from nfnets_mm.engine.hooks.rng_state_hook import CHECKPOINT_KEY
 from nfnets_mm.utils.demo_data import ensure_demo_data
 from nfnets_mm.utils.safe_checkpoint import safe_load
 # tests/ is on sys.path (as for conftest)
+from conftest import free_port
 from tiny_runner_cfg import make_tiny_data, tiny_runner_cfg
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -111,19 +111,13 @@ def _env():
     return env
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def _train(cfg, work_dir, *extra, log_name='train.log', ranks=1):
     """tools/train.py in its own session (so SIGKILL reaches torchrun's workers too)."""
     os.makedirs(work_dir, exist_ok=True)
     cmd = [sys.executable, TRAIN, cfg, '--work-dir', work_dir, *extra]
     if ranks > 1:
         cmd[1:2] = ['-m', 'torch.distributed.run', f'--nproc_per_node={ranks}',
-                    '--master_addr=127.0.0.1', f'--master_port={_free_port()}', TRAIN]
+                    '--master_addr=127.0.0.1', f'--master_port={free_port()}', TRAIN]
         cmd += ['--launcher', 'pytorch']
     with open(osp.join(work_dir, log_name), 'w') as log:
         return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log,
