@@ -11,15 +11,20 @@ train_size, test_size, ra_magnitude = 192, 256, 5
 
 # DeepMind's RandAugment: 4 layers, each picks one of the ops below uniformly and always
 # applies it (prob 1: the TF code draws a probability per op but discards it for image
-# ops), at a fixed level m (std 0) on a scale whose max level is 10; geometric ops and
-# Cutout fill with grey 128.  MMPretrain maps m linearly onto magnitude_range as m / 10,
-# extrapolating past 10 the way DeepMind's code does (F3+ use 15).  Unlike timm's
-# "increasing" variants, DeepMind's Posterize keeps int(m / 10 * 4) bits and Solarize's
-# threshold is m / 10 * 256 (both get milder with m), and the colour ops use factor
-# 0.1 + 1.8 * m / 10 with no random sign: magnitude -0.9 .. 0.9 around MMPretrain's
-# factor 1 + magnitude.  Translate moves up to m / 10 * 100 px, i.e. a fraction
-# 100 / train_size of the crop (the F1+ configs restate it), Cutout a square of side
-# 2 x int(m / 10 * 40).
+# ops), at a fixed level m (std 0) on a scale whose max level is 10.  Rotate, Shear x/y,
+# Translate x/y and Cutout fill with grey (128, 128, 128) (DeepMind's replace_value
+# [128] * 3), and the four geometric ops resample with nearest neighbour (the default of
+# the tensorflow_addons rotate / translate / transform DeepMind calls).  pad_val is a
+# 3-tuple in the hparams below because an int is not expanded by every op: mmcv's imrotate
+# hands it to cv2.warpAffine as the scalar (128, 0, 0), which fills navy blue (imshear,
+# imtranslate and cutout expand an int, but take the tuple as well).  MMPretrain maps m
+# linearly onto magnitude_range as m / 10, extrapolating past 10 the way DeepMind's code
+# does (F3+ use 15).  Unlike timm's "increasing" variants, DeepMind's Posterize keeps
+# int(m / 10 * 4) bits and Solarize's threshold is m / 10 * 256 (both get milder with m),
+# and the colour ops use factor 0.1 + 1.8 * m / 10 with no random sign: magnitude
+# -0.9 .. 0.9 around MMPretrain's factor 1 + magnitude.  Translate moves up to
+# m / 10 * 100 px, i.e. a fraction 100 / train_size of the crop (the F1+ configs restate
+# it), Cutout a square of side 2 x int(m / 10 * 40).
 _colour = dict(magnitude_range=(-0.9, 0.9), random_negative_prob=0.)
 randaugment_policies = [
     dict(type='AutoContrast'),
@@ -47,9 +52,11 @@ train_pipeline = [
          aspect_ratio_range=(3. / 4., 4. / 3.), backend='pillow', interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     # RandAugment, 4 layers, fixed magnitude (std 0) on DeepMind's scale (max level 10).
+    # hparams reach every op that takes the argument: pad_val Rotate, Shear, Translate and
+    # Cutout; interpolation Rotate, Shear and Translate.
     dict(type='RandAugment', policies=randaugment_policies, num_policies=4, total_level=10,
          magnitude_level=ra_magnitude, magnitude_std=0.,
-         hparams=dict(pad_val=128, interpolation='bicubic')),
+         hparams=dict(pad_val=(128, 128, 128), interpolation='nearest')),
     dict(type='PackInputs'),
 ]
 
