@@ -36,7 +36,25 @@ rank = int(os.environ['RANK'])
 result = dict(rank=rank, error=None, barrier_s=None)
 
 
+def gloo_threads():
+    names = []
+    for task in os.listdir('/proc/self/task'):
+        try:
+            with open(f'/proc/self/task/{{task}}/comm') as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass
+    return sorted(n for n in names if 'gloo' in n)
+
+
 class FakeRunner:
+    def __init__(self):
+        # Like a real runner: the process group reachable only through a reference
+        # cycle (runner -> DDP model -> reducer -> group, hooks -> runner ...).
+        self.cycle = self
+        self.group = dist.group.WORLD
+        result['gloo_threads_during_train'] = gloo_threads()
+
     def train(self):
         result['initialized_during_train'] = dist.is_initialized()
         if rank == 0:
@@ -65,6 +83,7 @@ try:
 except Exception as exc:  # rank 0: the barrier's timeout
     result['error'] = repr(exc)
 result['initialized_after_main'] = dist.is_initialized()
+result['gloo_threads_after_main'] = gloo_threads()
 with open(os.path.join(out, f'rank{{rank}}.json'), 'w') as f:
     json.dump(result, f)
 """
@@ -102,6 +121,10 @@ def test_two_ranks_timeout_and_process_group_destroyed(tmp_path):
     assert rank0['error'] is not None and rank0['barrier_s'] < 12, rank0
     assert rank1['error'] is None, rank1
     assert not rank0['initialized_after_main'] and not rank1['initialized_after_main']
+    # The group's gloo threads end with main(), not at interpreter teardown (where a
+    # joinable thread aborts the process: "terminate called without an active exception").
+    assert rank1['gloo_threads_during_train'], rank1
+    assert rank1['gloo_threads_after_main'] == [], rank1
     assert 'terminate called' not in proc.stderr
 
 

@@ -1,6 +1,7 @@
 """Helpers shared by tools/train.py and tools/test.py (not a public API)."""
 import contextlib
 import datetime
+import gc
 import importlib
 import os
 import os.path as osp
@@ -221,6 +222,12 @@ def distributed_session(cfg: Config) -> Iterator[None]:
         if not was_initialized and dist.is_available() and dist.is_initialized():
             if succeeded or dist.get_backend() == 'gloo':
                 dist.destroy_process_group()
+                # The runner's DDP model still references the group from reference
+                # cycles; collect them now, so the group's C++ object (and its gloo
+                # threads) is freed here and not during interpreter teardown, where its
+                # destructor can hit a joinable thread: "terminate called without an
+                # active exception" (SIGABRT after a successful run).
+                gc.collect()
 
 
 def build_runner(cfg: Config):

@@ -114,13 +114,19 @@ def main(argv=None) -> dict:
     cfg = merge_args(cfg, args, scope)
     check_annotation_files(cfg, ['test_dataloader'])
     with distributed_session(cfg):
-        runner = build_runner(cfg)
-        if not args.allow_mismatch:
-            # Checks the checkpoint runner.test() reads, before its weights are loaded.
-            runner.register_hook(CheckpointMatchHook(cfg.load_from))
-        if args.out is not None:
-            add_dump_metric(runner, scope, args.out)
-        return runner.test()
+        return evaluate(cfg, args, scope)
+
+
+def evaluate(cfg: Config, args: argparse.Namespace, scope: str) -> dict:
+    """Build the runner and test; returns the metrics.  The runner lives only in this
+    call (see :func:`distributed_session`)."""
+    runner = build_runner(cfg)
+    if not args.allow_mismatch:
+        # Checks the checkpoint runner.test() reads, before its weights are loaded.
+        runner.register_hook(CheckpointMatchHook(cfg.load_from))
+    if args.out is not None:
+        add_dump_metric(runner, scope, args.out)
+    return runner.test()
 
 
 def add_dump_metric(runner, scope: str, out: str) -> None:

@@ -20,6 +20,7 @@ import argparse
 import os
 import os.path as osp
 import sys
+from typing import Optional
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -134,10 +135,17 @@ def main(argv=None) -> None:
     refuse_overwrite(cfg, force=args.force)
     check_annotation_files(cfg, ['train_dataloader', 'val_dataloader'])
     with distributed_session(cfg):
-        runner = build_runner(cfg)
-        if resume_note is not None:
-            runner.logger.info(resume_note)
-        runner.train()
+        train(cfg, resume_note)
+
+
+def train(cfg: Config, resume_note: Optional[str] = None) -> None:
+    """Build the runner and train.  The runner lives only in this call, so that
+    :func:`distributed_session` can free it, and with it the process group its DDP model
+    holds, before the interpreter shuts down."""
+    runner = build_runner(cfg)
+    if resume_note is not None:
+        runner.logger.info(resume_note)
+    runner.train()
 
 
 if __name__ == '__main__':
