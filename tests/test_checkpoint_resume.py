@@ -253,3 +253,42 @@ def test_history_buffer_statistics_injection_is_refused(tmp_path):
         safe_load(path)
     assert HistoryBuffer._statistics_methods == before
     assert HistoryBuffer._statistics_methods['mean'] is HistoryBuffer.mean
+
+
+class _StatsRename:
+    """A HistoryBuffer whose pickled statistics methods map ``max`` to its own ``min``."""
+
+    def __reduce__(self):
+        return (HistoryBuffer, (), dict(statistics_methods=dict(max=HistoryBuffer.min),
+                                        _log_history=np.zeros(1),
+                                        _count_history=np.ones(1), max_length=10))
+
+
+def test_history_buffer_renamed_own_method_is_refused(tmp_path):
+    """Even HistoryBuffer's own methods must keep their names: ``max`` computing
+    ``min`` would silently corrupt logged statistics."""
+    HistoryBuffer()
+    before = dict(HistoryBuffer._statistics_methods)
+    path = str(tmp_path / 'rename.pth')
+    torch.save({'message_hub': {'log_scalars': {'x': _StatsRename()}}}, path)
+    with pytest.raises(UnsafeCheckpointError, match='HistoryBuffer'):
+        safe_load(path)
+    assert HistoryBuffer._statistics_methods == before
+    assert HistoryBuffer._statistics_methods['max'] is HistoryBuffer.max
+
+
+class _NotAllowed:
+    """A class outside the allowlist."""
+
+
+def test_history_buffer_registry_restored_when_a_later_global_is_refused(tmp_path):
+    """``__setstate__`` merges the methods while unpickling; a global refused after it
+    must not leave them merged."""
+    HistoryBuffer()
+    before = dict(HistoryBuffer._statistics_methods)
+    path = str(tmp_path / 'later.pth')
+    torch.save([_StatsRename(), _NotAllowed()], path)
+    with pytest.raises(UnsafeCheckpointError, match='_NotAllowed'):
+        safe_load(path)
+    assert HistoryBuffer._statistics_methods == before
+    assert HistoryBuffer._statistics_methods['max'] is HistoryBuffer.max

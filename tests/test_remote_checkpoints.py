@@ -331,11 +331,18 @@ def test_sha256_prefix_in_file_name_is_checked(server, real_ckpt, tmp_path):
         [f'nf-{digest[:8]}.pth', 'nfnet-f0.pth'])  # nothing kept, not even a .partial
 
 
-def _fake_ranks(monkeypatch, rank, server, received=None):
+def _fake_ranks(monkeypatch, rank, server, received=None, other=None):
     """Pretend to be ``rank`` of 2; the broadcast of rank 0's outcome records the
     number of requests made so far and what rank 0 sends, and gives the other ranks
-    ``received``."""
+    ``received``; the final gather of every rank's outcome records ``('gather', what
+    this rank sends)`` and gives the other rank's outcome as ``other``."""
     sent = []
+
+    def all_gather_object(data, group=None):
+        sent.append(('gather', data))
+        gathered = [other, other]
+        gathered[rank] = data
+        return gathered
 
     def broadcast_object_list(data, src=0, group=None):
         assert src == 0 and len(data) == 1
@@ -345,6 +352,7 @@ def _fake_ranks(monkeypatch, rank, server, received=None):
 
     monkeypatch.setattr(checkpoint_schemes, 'get_dist_info', lambda: (rank, 2))
     monkeypatch.setattr(checkpoint_schemes, 'broadcast_object_list', broadcast_object_list)
+    monkeypatch.setattr(checkpoint_schemes, 'all_gather_object', all_gather_object)
     return sent
 
 
@@ -354,7 +362,7 @@ def test_distributed_rank_0_downloads_first(rank, server, real_ckpt, monkeypatch
     sent = _fake_ranks(monkeypatch, rank, server)
     _assert_is_real_ckpt(CheckpointLoader.load_checkpoint(url), real_ckpt)
     # rank 0 has downloaded when it sends its outcome; the others wait for it there
-    assert sent == [(1 if rank == 0 else 0, None)]
+    assert sent == [(1 if rank == 0 else 0, None), ('gather', None)]
     assert server.requests == ['/ckpt/good.pth']
 
 
@@ -376,7 +384,30 @@ def test_distributed_rank_0_shares_its_error(server, monkeypatch):
         with pytest.raises(Exception) as info:
             CheckpointLoader.load_checkpoint(url)
         assert type(info.value).__name__ == outcome[0]
-        assert str(info.value) == outcome[1]
+        assert str(info.value) == f'rank 0 failed to load {url}: {outcome[1]}'
+    assert server.requests == []
+
+
+def test_distributed_other_rank_failing_alone_fails_every_rank(server, real_ckpt,
+                                                              tmp_path, monkeypatch):
+    """A rank that fails after rank 0 succeeded (its own download, a damaged cache
+    copy) shares its error, so every rank raises instead of waiting for it at the
+    next collective."""
+    url = server.serve('good.pth', real_ckpt['data'])
+    error = ['CorruptCheckpointError', 'Cannot load checkpoint /other/cache/good.pth']
+    sent = _fake_ranks(monkeypatch, 0, server, other=error)
+    with pytest.raises(CorruptCheckpointError) as info:
+        CheckpointLoader.load_checkpoint(url)
+    assert str(info.value) == f'rank 1 failed to load {url}: {error[1]}'
+    assert sent == [(1, None), ('gather', None)]
+
+    # rank 1 whose cache copy is damaged: raises its own error after sharing it
+    _cache(tmp_path, 'good.pth').write_bytes(b'not a checkpoint')
+    server.requests.clear()
+    sent = _fake_ranks(monkeypatch, 1, server)
+    with pytest.raises(CorruptCheckpointError) as info:
+        CheckpointLoader.load_checkpoint(url)
+    assert sent == [(0, None), ('gather', ['CorruptCheckpointError', str(info.value)])]
     assert server.requests == []
 
 
@@ -392,12 +423,28 @@ def test_scheme_loaders_still_importable_from_safe_checkpoint():
 
 
 def test_hash_like_date_in_file_name_is_not_a_hash(server, real_ckpt, tmp_path):
-    """Only hex parts with a letter a-f are SHA256 prefixes: dates are names."""
-    for name in ('nfnet_f0-20230101.pth', 'nfnet_f0_20210831-12345678.pth'):
+    """A bare all-digit part is a name (a date), not a SHA256 prefix ..."""
+    for name in ('nfnet_f0-20230101.pth', 'nfnet_f0-12345678.pth'):
         _assert_is_real_ckpt(
             CheckpointLoader.load_checkpoint(server.serve(name, real_ckpt['data'])),
             real_ckpt)
         assert _cache(tmp_path, name).read_bytes() == real_ckpt['data']
+
+
+def test_all_digit_hash_after_a_date_is_checked(server, real_ckpt, tmp_path):
+    """... but after ``_<YYYYMMDD>`` (OpenMMLab's ``<name>_<date>-<hash>.pth``) the
+    final part is a SHA256 prefix whatever its digits."""
+    digest = hashlib.sha256(real_ckpt['data']).hexdigest()
+    wrong = '12345678' if not digest.startswith('12345678') else '87654321'
+    name = f'nfnet_f0_20210831-{wrong}.pth'
+    with pytest.raises(RuntimeError, match='SHA256'):
+        CheckpointLoader.load_checkpoint(server.serve(name, real_ckpt['data']))
+    assert not _cache(tmp_path, name).exists()
+    assert checkpoint_schemes._hash_prefix(name) == wrong
+    assert checkpoint_schemes._hash_prefix('x_20210831-ea4938fc.pth') == 'ea4938fc'
+    assert checkpoint_schemes._hash_prefix('resnet50-0676ba61.pth') == '0676ba61'
+    for plain in ('x-20230101.pth', 'x_2021083-12345678.pth', 'nfnet-f0.pth', 'x.pth'):
+        assert checkpoint_schemes._hash_prefix(plain) is None, plain
 
 
 def test_sha256_mismatch_says_how_to_load_a_trusted_file(server, real_ckpt, tmp_path):
@@ -612,7 +659,7 @@ def test_two_ranks_refused_download_raises_on_every_rank(server, real_ckpt, evil
         assert good[rank]['error'] is None and good[rank]['iter'] == 2, good[rank]
         # not a RuntimeError after waiting for rank 0 until the process group timed out
         assert bad[rank]['error'] == 'UnsafeCheckpointError', bad[rank]
-    assert bad[0]['message'] == bad[1]['message']
+    assert bad[1]['message'] == f'rank 0 failed to load {evil_url}: {bad[0]["message"]}'
     assert evil_url in bad[1]['message'] and 'exec' in bad[1]['message']
     assert not marker.exists()
     assert server.requests == ['/ckpt/good.pth', '/ckpt/evil.pth']  # by rank 0 only

@@ -14,13 +14,18 @@ Importing this module (``import nfnets_mm`` does, before anything can load) regi
   torch.hub with ``weights_only=False``, so the allowlist never applied) nothing is
   ever unpickled outside the allowlist.  In distributed runs rank 0 downloads and
   loads first and sends the outcome to the other ranks: on success they load from the
-  cache, on failure every rank raises the same error (no rank is left waiting for the
-  process group to time out).  When the file name ends in ``-<8 to 64 hex digits, at
-  least one of them a letter a-f>.<ext>`` (the OpenMMLab and torchvision convention
-  for a SHA256 prefix, e.g. ``..._20210831-ea4938fc.pth``; all-digit parts such as
-  dates are names) a fresh download must match it or it is discarded; files already
-  in the cache are not re-hashed.  torch.hub's deprecated single-file zip archives are
-  not unpacked.
+  cache, on failure every rank raises the same error (prefixed with
+  ``rank 0 failed to load <url>: `` on the others).  After every rank has loaded, the
+  ranks exchange their outcomes once more and, if any rank failed (e.g. its own
+  download without a shared cache, or a damaged cache copy), every rank raises,
+  naming the failing rank; so no rank is left waiting for the process group to time
+  out.  A SHA256 prefix in the file name is checked: ``-<8 to 64 hex digits>`` before
+  the extension, after ``_<8 digits>`` (the OpenMMLab convention
+  ``<name>_<YYYYMMDD>-<hash>.pth``, e.g. ``..._20210831-ea4938fc.pth``, whatever the
+  hash's digits) or, elsewhere, with at least one letter a-f (torchvision's
+  ``resnet50-0676ba61.pth``; a bare ``-20230101`` is a name).  A fresh download must
+  match it or it is discarded; files already in the cache are not re-hashed.
+  torch.hub's deprecated single-file zip archives are not unpacked.
 * ``open-mmlab://``, ``openmmlab://``, ``mmcls://``, ``torchvision://``,
   ``modelzoo://``: :func:`load_from_openmmlab_safe`, :func:`load_from_mmcls_safe`,
   :func:`load_from_torchvision_safe`.  Names are resolved through MMEngine's own
@@ -56,7 +61,7 @@ from typing import Any, Callable, List, Optional, Tuple, Type
 from urllib.parse import urlparse
 
 import torch
-from mmengine.dist import broadcast_object_list, get_dist_info
+from mmengine.dist import all_gather_object, broadcast_object_list, get_dist_info
 from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
 from mmengine.runner import checkpoint as mmengine_checkpoint
@@ -84,9 +89,19 @@ def load_from_local_safe(filename: str, map_location: Any = None) -> Any:
 # ----------------------------------------------------------------------------
 # http(s)://
 # ----------------------------------------------------------------------------
-#: ``name-<sha256 prefix>.ext``: 8 to 64 lowercase hex digits, at least one of them a
-#: letter (so that ``-20230101`` is a date, not a hash), before the extension.
-_HASH_IN_NAME = re.compile(r'-((?=[0-9]*[a-f])[0-9a-f]{8,64})\.[^-]*$')
+#: ``name-<sha256 prefix>.ext``: 8 to 64 lowercase hex digits before the extension,
+#: either after ``_<8 digits>`` (OpenMMLab's ``<name>_<YYYYMMDD>-<hash>``, whatever the
+#: hash's digits) or with at least one letter a-f (so that a bare ``-20230101`` is a
+#: date, not a hash).
+_HASH_IN_NAME = re.compile(
+    r'(?:_[0-9]{8}-(?P<dated>[0-9a-f]{8,64})'
+    r'|-(?P<hex>(?=[0-9]*[a-f])[0-9a-f]{8,64}))\.[^-]*$')
+
+
+def _hash_prefix(file_name: str) -> Optional[str]:
+    """The SHA256 prefix ``file_name`` carries (see :data:`_HASH_IN_NAME`), or None."""
+    match = _HASH_IN_NAME.search(file_name)
+    return (match.group('dated') or match.group('hex')) if match else None
 
 
 def _cache_file(url: str, model_dir: Optional[str] = None) -> str:
@@ -105,8 +120,7 @@ def _cache_file(url: str, model_dir: Optional[str] = None) -> str:
 def _download(url: str, cached_file: str, progress: bool) -> None:
     """Download ``url`` to ``cached_file`` atomically, checking the SHA256 prefix the
     file name carries, if any (see the module docstring)."""
-    match = _HASH_IN_NAME.search(osp.basename(cached_file))
-    hash_prefix = match.group(1) if match else None
+    hash_prefix = _hash_prefix(osp.basename(cached_file))
     print_log(f'Downloading "{url}" to {cached_file}', logger='current')
     try:
         torch.hub.download_url_to_file(url, cached_file, hash_prefix, progress=progress)
@@ -155,10 +169,12 @@ def _shareable(error: Exception) -> List[str]:
     return [shared.__name__, message]
 
 
-def _raise_shared(outcome: List[str]) -> None:
-    """Raise rank 0's error, as :func:`_shareable` sent it, on this rank."""
+def _raise_shared(outcome: List[str], rank: int, url: str) -> None:
+    """Raise ``rank``'s error, as :func:`_shareable` sent it, on this rank, its message
+    prefixed with ``rank <rank> failed to load <url>: ``."""
     name, message = outcome
-    raise next(cls for cls in _SHARED_ERRORS if cls.__name__ == name)(message)
+    cls = next((c for c in _SHARED_ERRORS if c.__name__ == name), RuntimeError)
+    raise cls(f'rank {rank} failed to load {url}: {message}')
 
 
 def load_from_http_safe(filename: str, map_location: Any = None,
@@ -169,10 +185,14 @@ def load_from_http_safe(filename: str, map_location: Any = None,
     Same arguments and download cache as MMEngine's ``load_from_http``: rank 0
     downloads (unless cached) and loads first; in distributed runs the other ranks
     then receive its outcome: on success they load from the cache, on failure they
-    raise the same error class and message as rank 0 (an error class outside
-    :data:`_SHARED_ERRORS` arrives as the nearest one of them, e.g. ``OSError`` for
-    ``HTTPError``, its name in front of the message).  The cached file is loaded with
-    the allowlist, so refusals name the URL and the cache file.
+    raise the same error class and message as rank 0, prefixed with
+    ``rank 0 failed to load <url>: `` (an error class outside :data:`_SHARED_ERRORS`
+    arrives as the nearest one of them, e.g. ``OSError`` for ``HTTPError``, its name
+    in front of the message).  Then every rank shares its own outcome: if another
+    rank failed to load (its own download, a damaged cache copy ...), this rank
+    raises that rank's error the same way, naming it; a rank that failed raises its
+    own error.  The cached file is loaded with the allowlist, so refusals name the URL
+    and the cache file.
 
     Args:
         filename (str): The URL.
@@ -200,9 +220,21 @@ def load_from_http_safe(filename: str, map_location: Any = None,
             raise
     broadcast_object_list(outcome, src=0)
     if outcome[0] is not None:
-        _raise_shared(outcome[0])
+        _raise_shared(outcome[0], 0, filename)
+    error: Optional[Exception] = None
     if rank > 0:
-        checkpoint = _load_url(filename, model_dir, map_location, progress)
+        try:
+            checkpoint = _load_url(filename, model_dir, map_location, progress)
+        except Exception as e:
+            error = e
+    # every rank has loaded (or failed): one more collective, so that a rank failing
+    # alone does not leave the others waiting for it at their next collective
+    outcomes = all_gather_object(None if error is None else _shareable(error))
+    if error is not None:
+        raise error
+    failed = next(((r, o) for r, o in enumerate(outcomes) if o is not None), None)
+    if failed is not None:
+        _raise_shared(failed[1], failed[0], filename)
     return checkpoint
 
 

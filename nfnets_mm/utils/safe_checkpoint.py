@@ -15,10 +15,11 @@ EMA and AMP ones, and reading the refusals), nothing more, and only for the dura
 of one load.  ``builtins.getattr`` is *not* allowed; a stand-in that only returns
 ``HistoryBuffer``'s own ``min``/``max``/``mean``/``current`` takes its name, and
 statistics methods a checkpoint merges into ``HistoryBuffer``'s class-wide registry
-are checked (and undone) after the load.  Anything else (``os.system``, arbitrary
-classes ...) is refused with :class:`UnsafeCheckpointError` before it runs.  A file
-that is empty, truncated or not a PyTorch checkpoint at all raises
-:class:`CorruptCheckpointError` naming the file, its size and what to do.
+are checked after the load (each must be unchanged or ``HistoryBuffer``'s own method
+of that name) and undone whenever the load is refused or fails.  Anything else
+(``os.system``, arbitrary classes ...) is refused with :class:`UnsafeCheckpointError`
+before it runs.  A file that is empty, truncated or not a PyTorch checkpoint at all
+raises :class:`CorruptCheckpointError` naming the file, its size and what to do.
 
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` cannot switch this off: PyTorch applies it only
 to ``torch.load`` calls that do not pass ``weights_only``, and :func:`safe_load` passes
@@ -30,9 +31,9 @@ to ``torch.load`` calls that do not pass ``weights_only``, and :func:`safe_load`
 
 Threads: PyTorch's safe-globals set, ``HistoryBuffer``'s statistics registry and the
 environment are process-wide, so loads through this module run one at a time (an
-``RLock``, so a loader may call another safely).  While one runs, a plain
-``torch.load(..., weights_only=True)`` in another thread also admits
-:data:`ALLOWLIST` (only harmless data types) and, during a forced load, every
+``RLock``, per thread: a loader may call another one safely in the same thread).
+While one runs, a plain ``torch.load(..., weights_only=True)`` in another thread also
+admits :data:`ALLOWLIST` (only harmless data types) and, during a forced load, every
 ``torch.load`` of the process is weights-only.
 """
 import os
@@ -350,11 +351,29 @@ def load_with_allowlist(f: Any, load: Callable[[], Any], url: Optional[str] = No
 
 
 def _load_checked(f: Any, load: Callable[[], Any], url: Optional[str]) -> Any:
-    """:func:`load_with_allowlist` without the lock (the caller holds it)."""
+    """:func:`load_with_allowlist` without the lock (the caller holds it).
+
+    ``HistoryBuffer``'s statistics registry is restored from a snapshot whenever the
+    load does not complete: ``HistoryBuffer.__setstate__`` merges a checkpoint's
+    methods while unpickling, before a later global of the same file may be refused.
+    """
     stats_before = dict(HistoryBuffer._statistics_methods)
+    completed = False
+    try:
+        checkpoint = _load_unchecked(f, load, url)
+        _check_history_buffer_methods(f, stats_before, url)
+        completed = True
+        return checkpoint
+    finally:
+        if not completed:
+            _restore_history_buffer_methods(stats_before)
+
+
+def _load_unchecked(f: Any, load: Callable[[], Any], url: Optional[str]) -> Any:
+    """Run ``load`` with the allowlist, turning failures into our errors."""
     try:
         with torch.serialization.safe_globals(_missing_safe_globals()):
-            checkpoint = load()
+            return load()
     except (UnsafeCheckpointError, CorruptCheckpointError):
         raise  # from a safe loader called inside ``load``
     except pickle.UnpicklingError as e:
@@ -369,24 +388,32 @@ def _load_checked(f: Any, load: Callable[[], Any], url: Optional[str]) -> Any:
         if damage:
             raise _corrupt_error(f, *damage, url=url) from e
         raise
-    _check_history_buffer_methods(f, stats_before, url)
-    return checkpoint
+
+
+def _restore_history_buffer_methods(before: Dict[str, Callable]) -> None:
+    """Put ``HistoryBuffer``'s statistics registry back to ``before`` (in place)."""
+    methods = HistoryBuffer._statistics_methods
+    if methods != before or any(methods[k] is not v for k, v in before.items()):
+        methods.clear()
+        methods.update(before)
 
 
 def _check_history_buffer_methods(f: Any, before: Dict[str, Callable],
                                   url: Optional[str] = None) -> None:
     """``HistoryBuffer.__setstate__`` merges the pickled statistics methods into the
-    class-wide registry; refuse (and undo) anything but HistoryBuffer's own methods."""
-    own = {getattr(HistoryBuffer, n) for n in HISTORY_BUFFER_METHODS}
+    class-wide registry; refuse any entry that is neither unchanged nor one of
+    HistoryBuffer's own methods under its own name (``max`` may only be
+    ``HistoryBuffer.max``: a renamed method would silently corrupt logged statistics).
+    The caller undoes the registry on refusal."""
     methods = HistoryBuffer._statistics_methods
-    bad = {k: v for k, v in methods.items() if v is not before.get(k) and v not in own}
+    bad = {k: v for k, v in methods.items()
+           if v is not before.get(k) and not (
+               k in HISTORY_BUFFER_METHODS and v is getattr(HistoryBuffer, k))}
     if bad:
-        methods.clear()
-        methods.update(before)
         names = ', '.join(f'{k}={getattr(v, "__qualname__", v)!s}' for k, v in bad.items())
         raise _unsafe_error(
             f, f'Unsupported global: GLOBAL HistoryBuffer.statistics_methods[{names}] '
-            'is not one of HistoryBuffer\'s own statistics methods.', url)
+            'is not HistoryBuffer\'s own statistics method of that name.', url)
 
 
 #: Names that moved to :mod:`nfnets_mm.utils.checkpoint_schemes`.
