@@ -116,11 +116,13 @@ def checkpoint_reads(monkeypatch):
 def test_test_tool_reads_the_checkpoint_once(demo_data, tmp_path, checkpoint_reads,
                                              monkeypatch):
     """The check used to load the file itself before ``runner.test()`` loaded it again;
-    now it runs in an ``after_load_checkpoint`` hook after every other such hook (EMA
-    hooks included), before the weights reach the model."""
+    now it runs in an ``after_load_checkpoint`` hook, before the weights reach the model
+    and before every other such hook: EMA hooks do not change ``state_dict`` when not
+    resuming, and an ``EMAHook(strict_load=True)`` would otherwise fail first with
+    MMEngine's strict-load error instead of the clear one."""
     config = tmp_path / 'ema_demo.py'
     config.write_text(f'_base_ = [{DEMO!r}]\ncustom_hooks = [dict(type="EMAHook", '
-                      'momentum=0.5, priority="VERY_LOW")]\n')
+                      'momentum=0.5, strict_load=True, priority="VERY_HIGH")]\n')
     runners = []
     build_runner = test_tool.build_runner
     monkeypatch.setattr(test_tool, 'build_runner',
@@ -132,7 +134,7 @@ def test_test_tool_reads_the_checkpoint_once(demo_data, tmp_path, checkpoint_rea
     assert 'accuracy/top1' in test_tool.main([str(config), good, *argv])
     assert checkpoint_reads[good] == 1
     names = [type(hook).__name__ for hook in runners[-1].hooks]
-    assert names[-1] == 'CheckpointMatchHook' and 'EMAHook' in names
+    assert names[0] == 'CheckpointMatchHook' and 'EMAHook' in names
 
     other = save(tmp_path / 'other.pth', demo_model(widths=(16, 32, 64, 128)).state_dict())
     with pytest.raises(checkpoint_match.CheckpointMismatchError, match='other.pth'):

@@ -125,6 +125,10 @@ def test_two_ranks_timeout_and_process_group_destroyed(tmp_path):
     # joinable thread aborts the process: "terminate called without an active exception").
     assert rank1['gloo_threads_during_train'], rank1
     assert rank1['gloo_threads_after_main'] == [], rank1
+    # Also on rank 0, whose main() failed: the traceback kept train()'s frame (and the
+    # runner holding the group) alive until its frames were cleared.
+    assert rank0['gloo_threads_during_train'], rank0
+    assert rank0['gloo_threads_after_main'] == [], rank0
     assert 'terminate called' not in proc.stderr
 
 

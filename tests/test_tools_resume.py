@@ -188,7 +188,8 @@ def test_resume_with_out_dir_and_a_moved_store_names_the_folders(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         resume_utils.resolve_resume(cfg)
     message = str(info.value)
-    assert str(folder / 'epoch_3.pth') in message and str(work_dir / 'epoch_3.pth') in message
+    assert str(folder / 'epoch_3.pth') in message and 'the checkpoint folder)' in message
+    assert str(work_dir / 'epoch_3.pth') not in message  # not recorded in the work dir
     touch(folder / 'epoch_3.pth')  # found in the configured folder
     resume_utils.resolve_resume(cfg)
     assert cfg.load_from == str(folder / 'epoch_3.pth')
@@ -251,3 +252,70 @@ def test_resume_with_a_remote_out_dir(tmp_path):
     cfg.default_hooks.checkpoint.out_dir = 's3://bucket/ckpts'
     note = resume_utils.resolve_resume(cfg, force=True)
     assert cfg.resume is False and 'new run' in note
+
+
+def test_resume_with_out_dir_refuses_a_purged_checkpoint(tmp_path):
+    """The recorded file was deleted from the checkpoint folder: a same-named file of an
+    older run in the work dir is not resumed from."""
+    cfg, work_dir, folder = out_dir_cfg(tmp_path)
+    touch(folder / 'epoch_2.pth')
+    touch(work_dir / 'epoch_3.pth')  # an older run's, without out_dir
+    touch(work_dir / 'last_checkpoint', str(folder / 'epoch_3.pth'))
+    with pytest.raises(FileNotFoundError) as info:
+        resume_utils.resolve_resume(cfg)
+    message = str(info.value)
+    assert str(folder / 'epoch_3.pth') in message and 'does not exist' in message
+    # Recorded in the work dir itself (a run before out_dir was set): found there.
+    touch(work_dir / 'last_checkpoint', str(work_dir / 'epoch_3.pth'))
+    cfg, _, _ = out_dir_cfg(tmp_path)
+    resume_utils.resolve_resume(cfg)
+    assert cfg.load_from == str(work_dir / 'epoch_3.pth')
+
+
+def test_resume_uri_path_with_a_remote_out_dir(tmp_path):
+    """The path the refusal suggests for a remote out_dir is accepted by merge_args
+    (it raised FileNotFoundError: not a local file) and handed to MMEngine."""
+    work_dir = tmp_path / 'run'
+    options = ['--cfg-options', 'default_hooks.checkpoint.out_dir=s3://bucket/ckpts']
+    cfg = Config.fromfile(DEMO)
+    args = train_tool.parse_args([DEMO, '--resume', '--work-dir', str(work_dir), *options])
+    cfg = train_tool.merge_args(cfg, args)
+    with pytest.raises(FileNotFoundError, match=r'--resume s3://bucket/ckpts/run/epoch_N'):
+        resume_utils.resolve_resume(cfg)
+    uri = 's3://bucket/ckpts/run/epoch_3.pth'
+    cfg = Config.fromfile(DEMO)
+    args = train_tool.parse_args([DEMO, '--resume', uri, '--work-dir', str(work_dir),
+                                  *options])
+    cfg = train_tool.merge_args(cfg, args)
+    assert cfg.resume is True and cfg.load_from == uri
+    resume_utils.refuse_foreign_resume(cfg)
+    assert resume_utils.resolve_resume(cfg) is None and cfg.load_from == uri
+    with pytest.raises(FileNotFoundError, match='does not exist'):  # local: still checked
+        train_tool.merge_args(Config.fromfile(DEMO), train_tool.parse_args(
+            [DEMO, '--resume', str(tmp_path / 'missing.pth')]))
+
+
+def test_resume_path_of_another_run_into_a_folder_with_checkpoints(tmp_path, monkeypatch):
+    """Its max_keep_ckpts would delete this folder's epoch_N.pth by number."""
+    monkeypatch.setattr(train_tool, 'build_runner', _no_runner)
+    other = touch(tmp_path / 'other' / 'epoch_5.pth')
+    work_dir = tmp_path / 'run'
+    touch(work_dir / 'epoch_1.pth')
+    argv = [DEMO, '--resume', other, '--work-dir', str(work_dir)]
+    with pytest.raises(FileExistsError, match=f'--resume {other}: .*already holds '
+                       rf'checkpoints \({work_dir / "epoch_1.pth"}.*max_keep_ckpts.*--force'):
+        train_tool.main(argv)
+    with pytest.raises(_NotBuilt):  # --force: on to building the runner
+        train_tool.main([*argv, '--force'])
+    with pytest.raises(_NotBuilt):  # its own checkpoint
+        train_tool.main([DEMO, '--resume', str(work_dir / 'epoch_1.pth'), '--work-dir',
+                         str(work_dir)])
+    with pytest.raises(_NotBuilt):  # an empty work dir
+        train_tool.main([DEMO, '--resume', other, '--work-dir', str(tmp_path / 'new')])
+    # With out_dir: checkpoints in the checkpoint folder count too.
+    _, out_work, folder = out_dir_cfg(tmp_path)
+    touch(folder / 'epoch_2.pth')
+    with pytest.raises(FileExistsError, match=f'checkpoint folder {folder}'):
+        train_tool.main([DEMO, '--resume', other, '--work-dir', str(out_work),
+                         '--cfg-options',
+                         f'default_hooks.checkpoint.out_dir={tmp_path / "store"}'])

@@ -85,13 +85,17 @@ class CheckpointMatchHook(Hook):
     """Raise :class:`CheckpointMismatchError` when the checkpoint the runner loads does
     not fit its model (see :func:`check_checkpoint_matches`).
 
-    Its priority, ``LOWEST``, puts it after every other ``after_load_checkpoint`` (those
-    of MMEngine's ``EMAHook`` and nfnets_mm's ``WarmupEMAHook`` included, which may swap
-    the averaged weights into the checkpoint's ``state_dict``), so it checks what is
-    loaded into the model.  ``filename`` only names the file in the message.
+    Its priority, ``HIGHEST``, puts it before the other hooks' ``after_load_checkpoint``
+    (registered last, it follows only other ``HIGHEST`` ones), so a mismatch is reported
+    with this clear error before e.g. an ``EMAHook(strict_load=True)`` fails loading the
+    same weights into its averaged model.  Running first checks what is loaded into the
+    model: ``tools/test.py`` does not resume, and MMEngine's ``EMAHook`` (and nfnets_mm's
+    ``WarmupEMAHook``) swap the checkpoint's ``state_dict`` only when resuming; for a
+    test they copy it, unchanged, into the averaged model.  ``filename`` only names the
+    file in the message.
     """
 
-    priority = 'LOWEST'
+    priority = 'HIGHEST'
 
     def __init__(self, filename: str) -> None:
         self.filename = filename

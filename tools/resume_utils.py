@@ -18,6 +18,10 @@ another backend than ``local``) is not searched: the path ``last_checkpoint`` re
 is handed to MMEngine as it is (as MMEngine's own auto-resume does); without
 ``last_checkpoint`` ``--resume`` is refused unless ``--force`` (it cannot tell whether
 checkpoints exist there), and the overwrite guard sees only the work dir.
+
+:func:`refuse_foreign_resume` keeps ``--resume PATH`` with another run's checkpoint from
+resuming into a work dir / folder that holds checkpoints (the resumed ``max_keep_ckpts``
+deletes checkpoints there by number).
 """
 import glob
 import os
@@ -30,6 +34,11 @@ from mmengine.config import Config
 
 #: ``scheme://``: a path for a remote storage backend.
 _URI = re.compile(r'^[A-Za-z][A-Za-z0-9+.-]*://')
+
+
+def is_uri(path) -> bool:
+    """``path`` is ``scheme://...``, for a remote storage backend (not a local file)."""
+    return bool(_URI.match(os.fspath(path)))
 
 
 class CheckpointLayout(NamedTuple):
@@ -171,8 +180,11 @@ def checkpoint_from_pointer(layout: CheckpointLayout) -> Tuple[str, str]:
 
     MMEngine records an absolute path, so a copied or moved work dir (or checkpoint
     folder) would resume from the original place; the recorded file's name is looked up
-    in the hook's folder, then in the work dir, instead.  With a remote folder the
-    recorded path is returned as it is.
+    in the hook's folder instead (without ``out_dir`` that is the work dir, so a copied
+    work dir resumes from its own copy).  With ``out_dir`` the work dir is searched too
+    only when the file was recorded there: a file purged from the checkpoint folder is
+    not replaced by a same-named one of an older run in the work dir.  With a remote
+    folder the recorded path is returned as it is.
     """
     pointer = layout.pointer
     recorded = read_last_checkpoint(pointer)
@@ -180,8 +192,11 @@ def checkpoint_from_pointer(layout: CheckpointLayout) -> Tuple[str, str]:
         return recorded, (f'Resuming from {recorded} (named by {pointer}; the '
                           "CheckpointHook's out_dir is remote storage, so MMEngine loads it "
                           'from there unchecked).')
-    candidates = [osp.join(folder, osp.basename(recorded))
-                  for folder in _local_folders(layout)]
+    folders = [layout.folder]
+    if (layout.work_dir not in folders
+            and osp.dirname(osp.abspath(recorded)) == layout.work_dir):
+        folders.append(layout.work_dir)  # recorded in the work dir itself
+    candidates = [osp.join(folder, osp.basename(recorded)) for folder in folders]
     for local in candidates:
         if osp.isfile(local):
             note = f'Resuming from {local} (named by {pointer}'
@@ -189,7 +204,8 @@ def checkpoint_from_pointer(layout: CheckpointLayout) -> Tuple[str, str]:
                 note += f', which records {recorded}'
             return local, note + ').'
     searched = ('the work dir' if layout.folder == layout.work_dir
-                else 'the checkpoint folder or the work dir')
+                else 'the checkpoint folder' if len(folders) == 1
+                else 'the checkpoint folder or the work dir, where it was recorded')
     raise FileNotFoundError(
         f'--resume: {pointer} names {recorded}, but {" nor ".join(candidates)} (that file '
         f'in {searched}) does not exist. Pass --resume PATH to resume from a given checkpoint (e.g. '
@@ -237,6 +253,46 @@ def resolve_resume(cfg: Config, force: bool = False) -> Optional[str]:
     cfg.resume = False
     return (f'--resume: no checkpoint to resume from in {work_dir}{layout.where()}; '
             'starting a new run' + (' (--force).' if others or layout.remote else '.'))
+
+
+def _in_folders(path: str, layout: CheckpointLayout) -> bool:
+    """``path`` lies directly in the hook's folder or the work dir (this run's own)."""
+    if is_uri(path):
+        return layout.remote and path.rsplit('/', 1)[0] == layout.folder.rstrip('/')
+    parent = osp.realpath(osp.dirname(osp.abspath(path)))
+    return parent in {osp.realpath(folder) for folder in _local_folders(layout)}
+
+
+def refuse_foreign_resume(cfg: Config, force: bool = False) -> None:
+    """Refuse resuming (``resume=True``) from a given ``load_from`` outside the hook's
+    folder and the work dir (another run's checkpoint) where checkpoints already exist
+    (see :func:`existing_checkpoints`), unless ``force``.
+
+    The resumed run continues numbering from the other run and its ``CheckpointHook``
+    restores that run's ``max_keep_ckpts`` ids: it overwrites this folder's
+    ``epoch_N.pth`` and deletes old ones by number, this folder's own included.  Call it
+    before :func:`resolve_resume` (which sets ``load_from`` from the run's own files).
+    """
+    load_from = cfg.get('load_from', None)
+    if not cfg.get('resume', False) or load_from is None or force:
+        return
+    load_from = os.fspath(load_from)
+    layout = checkpoint_layout(cfg)
+    if _in_folders(load_from, layout):
+        return
+    own = None if is_uri(load_from) else osp.realpath(load_from)
+    found = [f for f in existing_checkpoints(layout) if osp.realpath(f) != own]
+    if found:
+        where = f'work dir {layout.work_dir}'
+        if layout.folder != layout.work_dir:
+            where += f' / checkpoint folder {layout.folder} (CheckpointHook out_dir)'
+        raise FileExistsError(
+            f'--resume {load_from}: that checkpoint is not from the {where}, which '
+            f'already holds checkpoints ({", ".join(found[:3])}'
+            f'{" ..." if len(found) > 3 else ""}). The resumed run would overwrite them '
+            'and its max_keep_ckpts could delete them (it removes old checkpoints by '
+            'number). Pass --resume alone to continue the run there, choose another '
+            '--work-dir, or pass --force to resume there anyway.')
 
 
 def refuse_overwrite(cfg: Config, force: bool = False) -> None:

@@ -5,6 +5,7 @@ import gc
 import importlib
 import os
 import os.path as osp
+import traceback
 import warnings
 from copy import deepcopy
 from typing import Iterator, Optional, Sequence, Tuple
@@ -199,6 +200,22 @@ def prepare_cpu_distributed(cfg: Config) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def _clear_traceback_frames(error: BaseException) -> None:
+    """Clear the local variables of the finished frames in ``error``'s traceback (and
+    those of the exceptions it was raised from / while handling).
+
+    The exceptions, their messages and tracebacks' line numbers stay; frames still
+    executing (the session's own and the one of its ``with`` statement, whose
+    tracebacks reach only down from them) are left alone by
+    :func:`traceback.clear_frames`.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+
+
 @contextlib.contextmanager
 def distributed_session(cfg: Config) -> Iterator[None]:
     """Run a tool's work inside the process group it needs, and destroy that group after.
@@ -209,18 +226,27 @@ def distributed_session(cfg: Config) -> Iterator[None]:
     (an un-destroyed gloo group can abort the interpreter at exit with ``terminate
     called without an active exception``).  After an error only a gloo group is
     destroyed: destroying NCCL communicators while other ranks may still be inside a
-    collective can hang (pytorch/torchtitan#1342), so those are left to process exit.
+    collective can hang (pytorch/torchtitan#1342), so those are left to process exit;
+    a gloo group is then freed too: the finished frames of the propagating traceback
+    (``train()``'s, holding the runner) are cleared first, keeping the exception.
     """
     import torch.distributed as dist
     was_initialized = dist.is_available() and dist.is_initialized()
-    succeeded = False
+    error = None
     try:
         prepare_cpu_distributed(cfg)
         yield
-        succeeded = True
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
         if not was_initialized and dist.is_available() and dist.is_initialized():
-            if succeeded or dist.get_backend() == 'gloo':
+            if error is None or dist.get_backend() == 'gloo':
+                if error is not None:
+                    # The propagating traceback keeps the frames of the work (train()'s,
+                    # holding the runner and so the group) alive: clear them, so the
+                    # collection below frees the group.
+                    _clear_traceback_frames(error)
                 dist.destroy_process_group()
                 # The runner's DDP model still references the group from reference
                 # cycles; collect them now, so the group's C++ object (and its gloo

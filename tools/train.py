@@ -14,7 +14,9 @@ runs from a checkout without installing the package or setting ``PYTHONPATH``.
 ``tools/resume_utils.py``): the file ``last_checkpoint`` names, else the newest periodic
 checkpoint; a run without checkpoints starts anew.  It never falls back to training from
 scratch over existing checkpoints, and a new run refuses a work dir / checkpoint folder
-holding checkpoints unless ``--force``.
+holding checkpoints unless ``--force``; so does ``--resume PATH`` with a checkpoint from
+outside that folder (another run's).  ``--resume s3://...`` (a URI) is handed to MMEngine
+unchecked.
 """
 import argparse
 import os
@@ -29,7 +31,8 @@ if REPO_ROOT not in sys.path:
 from mmengine.config import Config, DictAction  # noqa: E402
 
 # tools/ is sys.path[0] when this file runs as a script (also under torchrun).
-from resume_utils import refuse_overwrite, resolve_resume  # noqa: E402
+from resume_utils import (is_uri, refuse_foreign_resume, refuse_overwrite,  # noqa: E402
+                          resolve_resume)
 from runner_utils import (apply_amp, build_runner, check_annotation_files,  # noqa: E402
                           check_scope, distributed_session, set_default_dataloader_cfg)
 
@@ -66,7 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='train into a work dir (or CheckpointHook out_dir folder) that already holds '
         'checkpoints (they may be overwritten); without it such a run is refused unless '
         '--resume is given. With --resume and no resumable checkpoint it starts a new run '
-        'there')
+        'there; with --resume PATH from another folder it resumes into a work dir / folder '
+        'holding checkpoints (the resumed max_keep_ckpts may delete them)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, key=value pairs merged into the config, e.g. '
@@ -106,7 +110,9 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        if not osp.isfile(args.resume):
+        # A URI (s3://..., as suggested for a remote CheckpointHook out_dir) is left to
+        # MMEngine's CheckpointLoader.
+        if not is_uri(args.resume) and not osp.isfile(args.resume):
             raise FileNotFoundError(f'--resume checkpoint {args.resume} does not exist.')
         cfg.resume = True
         cfg.load_from = args.resume
@@ -131,6 +137,7 @@ def main(argv=None) -> None:
     cfg = Config.fromfile(args.config)
     check_scope(cfg, args.config)
     cfg = merge_args(cfg, args)
+    refuse_foreign_resume(cfg, force=args.force)
     resume_note = resolve_resume(cfg, force=args.force)
     refuse_overwrite(cfg, force=args.force)
     check_annotation_files(cfg, ['train_dataloader', 'val_dataloader'])
