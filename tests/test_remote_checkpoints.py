@@ -595,7 +595,7 @@ def test_concurrent_loads_are_thread_safe(tmp_path, monkeypatch, fast_thread_swi
 #: One rank: load each URL with CheckpointLoader and report; then wait for the other
 #: rank's report, as a rank does that a launcher (slurm, mpirun) does not kill.
 RANK_SCRIPT = """\
-import datetime, json, os, sys, time
+import datetime, gc, json, os, sys, time
 import torch.distributed as dist
 import nfnets_mm  # noqa: F401
 from mmengine.runner import CheckpointLoader
@@ -619,6 +619,9 @@ deadline = time.time() + {linger}
 while time.time() < deadline and not all(
         os.path.exists(os.path.join(out, f'rank{{r}}.json')) for r in (0, 1)):
     time.sleep(0.1)
+# Free the group (and its gloo threads) before interpreter teardown, as the tools do.
+dist.destroy_process_group()
+gc.collect()
 """
 
 

@@ -8,8 +8,8 @@ Follows MMPretrain's ``tools/test.py``; the runner comes from the config's
 ``default_scope`` and the repository root is put on ``sys.path``.  Unlike MMEngine's
 non-strict loading, a checkpoint that lacks weights of the model or holds them in other
 shapes (another architecture) is refused unless ``--allow-mismatch`` is given (checked by
-``checkpoint_match.CheckpointMatchHook`` on the checkpoint the runner reads, after the
-other hooks' ``after_load_checkpoint``).
+``checkpoint_match.CheckpointMatchHook`` on the checkpoint the runner reads, before any
+other hook's ``after_load_checkpoint`` and before its weights are loaded).
 """
 import argparse
 import os
