@@ -140,9 +140,11 @@ def pipeline_step(pipeline, type_name):
 
 
 def check_eval_pipeline(pipeline, test_px):
-    resize = pipeline_step(pipeline, 'ResizeEdge')
-    assert (resize.scale, resize.edge, resize.interpolation) == (test_px + 32, 'short', 'bicubic')
-    assert pipeline_step(pipeline, 'CenterCrop').crop_size == test_px
+    # DeepMind's eval_preproc='resize_crop_32' (tests/test_eval_preprocessing.py checks pixels).
+    step = pipeline_step(pipeline, 'NFNetEvalResizeCrop')
+    assert (step.crop_size, step.pad, step.mode, step.interpolation, step.backend) == (
+        test_px, 32, 'deepmind', 'bicubic', 'pillow')
+    assert not [t for t in pipeline if t['type'] in ('ResizeEdge', 'CenterCrop')]
 
 
 @pytest.mark.parametrize('variant', sorted(FACTS))

@@ -7,13 +7,12 @@ _base_ = ['./f0_finetune_imagenet.py']
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
 import copy  # noqa: E402
 
-# Fine-tune and evaluate at 320 px (eval: resize 352 + centre crop, as the recipe's eval):
+# Fine-tune and evaluate at 320 px (eval: 352 x 352 resize + crop, as the recipe's eval):
 # the base's 224 px pipelines, re-sized (mmengine does not re-evaluate base variables).
 finetune_size = 320
 train_pipeline = copy.deepcopy(_base_.train_pipeline)
 train_pipeline[1].scale = finetune_size  # RandomResizedCrop
 test_pipeline = copy.deepcopy(_base_.test_pipeline)
-test_pipeline[1].scale = finetune_size + 32  # ResizeEdge (short side)
-test_pipeline[2].crop_size = finetune_size  # CenterCrop
+test_pipeline[1].crop_size = finetune_size  # NFNetEvalResizeCrop
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

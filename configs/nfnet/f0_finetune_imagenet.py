@@ -28,7 +28,8 @@ model = dict(
     train_cfg=None,
 )
 
-# Fine-tune and evaluate at 224 px (eval: resize 256 + centre crop, as the recipe's eval).
+# Fine-tune and evaluate at 224 px (eval as the recipe's: 256 x 256 resize + centre crop;
+# mode='short_side' for MMPretrain's stock eval, see _base_/datasets/imagenet_nfnet.py).
 finetune_size = 224
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -39,9 +40,8 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=finetune_size + 32, edge='short', backend='pillow',
-         interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=finetune_size),
+    dict(type='NFNetEvalResizeCrop', crop_size=finetune_size, pad=32, mode='deepmind',
+         backend='pillow', interpolation='bicubic'),
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(batch_size=256, dataset=dict(pipeline=train_pipeline))

@@ -1,5 +1,5 @@
 # NFNet-F1 on ImageNet: the recipe of ./f0_imagenet.py (paper Sec. 6.1, Table 3 / App. A) with
-# F1's depths (2, 4, 12, 6), train 224 px, test 320 px (resize 352 + centre crop), dropout 0.3,
+# F1's depths (2, 4, 12, 6), train 224 px, test 320 px (352 x 352 resize + crop), dropout 0.3,
 # RandAugment magnitude 10.
 #
 #   bash tools/dist_train.sh configs/nfnet/f1_imagenet.py 8     # 8 GPUs x 512 = 4096
@@ -18,7 +18,6 @@ train_pipeline[3].policies = [  # RandAugment's Translate: up to 100 px at this 
     dict(p, magnitude_range=(0, 100 / train_size)) if p.type == 'Translate' else p
     for p in train_pipeline[3].policies]
 test_pipeline = copy.deepcopy(_base_.test_pipeline)
-test_pipeline[1].scale = test_size + 32  # ResizeEdge (short side)
-test_pipeline[2].crop_size = test_size  # CenterCrop
+test_pipeline[1].crop_size = test_size  # NFNetEvalResizeCrop
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

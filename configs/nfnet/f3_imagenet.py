@@ -1,5 +1,5 @@
 # NFNet-F3 on ImageNet: the recipe of ./f0_imagenet.py (paper Sec. 6.1, Table 3 / App. A) with
-# F3's depths (4, 8, 24, 12), train 320 px, test 416 px (resize 448 + centre crop), dropout 0.4,
+# F3's depths (4, 8, 24, 12), train 320 px, test 416 px (448 x 448 resize + crop), dropout 0.4,
 # RandAugment magnitude 15.
 #
 #   bash tools/dist_train.sh configs/nfnet/f3_imagenet.py 8     # 8 GPUs x 512 = 4096
@@ -18,7 +18,6 @@ train_pipeline[3].policies = [  # RandAugment's Translate: up to 100 px at this 
     dict(p, magnitude_range=(0, 100 / train_size)) if p.type == 'Translate' else p
     for p in train_pipeline[3].policies]
 test_pipeline = copy.deepcopy(_base_.test_pipeline)
-test_pipeline[1].scale = test_size + 32  # ResizeEdge (short side)
-test_pipeline[2].crop_size = test_size  # CenterCrop
+test_pipeline[1].crop_size = test_size  # NFNetEvalResizeCrop
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

@@ -2,7 +2,7 @@
 # gamma-ReLU, alpha 0.2, SkipInit) on ImageNet with the NFNet recipe of the F-configs:
 # batch 4096, SGD-Nesterov lr 1.6, 360 epochs (5 warmup + cosine), wd 2e-5, AGC 0.01,
 # EMA 0.99999, label smoothing 0.1, half MixUp / half CutMix, AMP.
-# Sizes are not NFNet-table numbers: train / test 224 px (resize 256 + centre crop) with
+# Sizes are not NFNet-table numbers: train / test 224 px (256 x 256 resize + crop) with
 # RandAugment magnitude 10 (what the recipe uses at 224 px, cf. F1), dropout 0.25 and
 # drop path 0.1 (NFResNet's default).
 #
@@ -25,7 +25,6 @@ train_pipeline[3].policies = [  # RandAugment's Translate: up to 100 px at this 
     dict(p, magnitude_range=(0, 100 / train_size)) if p.type == 'Translate' else p
     for p in train_pipeline[3].policies]
 test_pipeline = copy.deepcopy(_base_.test_pipeline)
-test_pipeline[1].scale = test_size + 32  # ResizeEdge (short side)
-test_pipeline[2].crop_size = test_size  # CenterCrop
+test_pipeline[1].crop_size = test_size  # NFNetEvalResizeCrop
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

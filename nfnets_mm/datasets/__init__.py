@@ -1,4 +1,5 @@
-"""Data-side components (MMPretrain batch augments) used by the NFNet recipes."""
+"""Data-side components (MMPretrain batch augments, transforms) used by the NFNet recipes."""
 from .batch_augments import HalfMixupHalfCutMix
+from .transforms import NFNetEvalResizeCrop
 
-__all__ = ['HalfMixupHalfCutMix']
+__all__ = ['HalfMixupHalfCutMix', 'NFNetEvalResizeCrop']

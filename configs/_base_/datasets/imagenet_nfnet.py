@@ -60,12 +60,21 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 
-# DeepMind's eval: resize (short side) to test + 32, centre-crop test x test.
+# DeepMind's eval (eval_preproc='resize_crop_32'): the whole image is resized to
+# (test + 32) x (test + 32) WITHOUT keeping its aspect ratio, then the centre test x test is
+# cut out.  mode='short_side' switches to MMPretrain's stock eval instead (ResizeEdge of the
+# short side to test + 32, keeping the aspect ratio, + CenterCrop).  The f*_imagenet.py and
+# nf_resnet50_imagenet.py configs copy this pipeline, so the switch set here reaches them
+# all (the fine-tune and dm_weights configs have theirs in nfnet/f0_finetune_imagenet.py and
+# nfnet/dm_weights/f0_imagenet.py); per run:
+#   --cfg-options val_dataloader.dataset.pipeline.1.mode=short_side
+#                 test_dataloader.dataset.pipeline.1.mode=short_side
+# The resize is Pillow bicubic (antialiased), not yet DeepMind's TF bicubic without
+# antialiasing.
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=test_size + 32, edge='short', backend='pillow',
-         interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=test_size),
+    dict(type='NFNetEvalResizeCrop', crop_size=test_size, pad=32, mode='deepmind',
+         backend='pillow', interpolation='bicubic'),
     dict(type='PackInputs'),
 ]
 

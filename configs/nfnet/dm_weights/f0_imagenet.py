@@ -3,9 +3,13 @@
 # The model reproduces DeepMind's forward: TF/Haiku "SAME" padding, tanh-approximated
 # GELU, Scaled WS with max(var * fan_in, 1e-4) (the NFNet defaults ws_eps=1e-4,
 # ws_eps_mode='max'), final conv to 3072 + 1000-way linear.
-# Eval preprocessing as DeepMind's: 256 px centre crop after a bicubic resize of the short
-# side to 288 (256 + 32). (DeepMind crops a 256/288 centre square first and resizes
-# it to 256; the two agree up to resampling.) ImageNet RGB mean / std normalisation.
+# Eval preprocessing as DeepMind's (eval_preproc='resize_crop_32'): the whole image resized
+# to 288 x 288 (256 + 32) without keeping its aspect ratio, then the centre 256 x 256.
+# The resize is Pillow bicubic (antialiased), not yet DeepMind's TF bicubic without
+# antialiasing. mode='short_side' in NFNetEvalResizeCrop gives MMPretrain's stock eval
+# (short side to 288, aspect kept, centre crop):
+#   --cfg-options test_dataloader.dataset.pipeline.1.mode=short_side
+# ImageNet RGB mean / std normalisation.
 # timm's conversion of the same weights reports 83.47 top-1 at 256 px.
 #
 #   python tools/test.py configs/nfnet/dm_weights/f0_imagenet.py f0_converted.pth
@@ -39,9 +43,8 @@ model = dict(
 test_size = 256
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=test_size + 32, edge='short', backend='pillow',
-         interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=test_size),
+    dict(type='NFNetEvalResizeCrop', crop_size=test_size, pad=32, mode='deepmind',
+         backend='pillow', interpolation='bicubic'),
     dict(type='PackInputs'),
 ]
 test_dataloader = dict(

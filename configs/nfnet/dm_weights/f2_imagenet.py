@@ -1,6 +1,6 @@
 # Evaluate DeepMind's released NFNet-F2 weights (F2_haiku.npz, converted) on ImageNet
 # val, test-only: ./f0_imagenet.py (DeepMind's forward and eval preprocessing) with F2's
-# arch and a 352 px centre crop after a bicubic resize of the short side to 384.
+# arch and a 352 px centre crop after a bicubic resize of the whole image to 384 x 384.
 # timm's conversion of the same weights reports 85.18 top-1 at 352 px.
 #
 #   python tools/test.py configs/nfnet/dm_weights/f2_imagenet.py f2_converted.pth
@@ -13,6 +13,5 @@ model = dict(backbone=dict(arch='F2'), head=dict(dropout_rate=0.4))  # dropout: 
 # The base pipeline holds F0's size (mmengine does not re-evaluate it): restate the sizes.
 test_size = 352
 test_pipeline = copy.deepcopy(_base_.test_pipeline)
-test_pipeline[1].scale = test_size + 32  # ResizeEdge (short side)
-test_pipeline[2].crop_size = test_size  # CenterCrop
+test_pipeline[1].crop_size = test_size  # NFNetEvalResizeCrop
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
