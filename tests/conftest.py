@@ -55,3 +55,17 @@ def load_test_tool():
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def record_calls(monkeypatch, owner, name):
+    """Patch ``owner.name`` to record the first argument of each call (then call the
+    original); returns the list the calls are recorded in."""
+    calls = []
+    original = getattr(owner, name)
+
+    def recording(first, *args, **kwargs):
+        calls.append(first)
+        return original(first, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recording)
+    return calls

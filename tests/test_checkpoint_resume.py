@@ -235,46 +235,33 @@ def test_damaged_checkpoint_is_explained(trained, tmp_path, kind):
             assert 'interrupted save' in message and 'earlier checkpoint' in message
 
 
-class _StatsInjection:
-    """A HistoryBuffer whose pickled statistics methods replace ``mean``."""
+class StatsPayload:
+    """A pickled HistoryBuffer whose ``statistics_methods`` are ``methods``."""
+
+    def __init__(self, **methods):
+        self.methods = methods
 
     def __reduce__(self):
-        return (HistoryBuffer, (), dict(statistics_methods=dict(mean=np.dtype),
+        return (HistoryBuffer, (), dict(statistics_methods=self.methods,
                                         _log_history=np.zeros(1),
                                         _count_history=np.ones(1), max_length=10))
 
 
-def test_history_buffer_statistics_injection_is_refused(tmp_path):
+@pytest.mark.parametrize('name, method', [
+    ('mean', np.dtype),  # a foreign callable injected as a statistics method
+    # even HistoryBuffer's own methods must keep their names: ``max`` computing ``min``
+    # would silently corrupt logged statistics
+    ('max', HistoryBuffer.min),
+])
+def test_history_buffer_statistics_methods_injection_is_refused(tmp_path, name, method):
     HistoryBuffer()  # make sure the default methods are registered
     before = dict(HistoryBuffer._statistics_methods)
     path = str(tmp_path / 'inject.pth')
-    torch.save({'message_hub': {'log_scalars': {'x': _StatsInjection()}}}, path)
+    torch.save({'message_hub': {'log_scalars': {'x': StatsPayload(**{name: method})}}}, path)
     with pytest.raises(UnsafeCheckpointError, match='HistoryBuffer'):
         safe_load(path)
     assert HistoryBuffer._statistics_methods == before
-    assert HistoryBuffer._statistics_methods['mean'] is HistoryBuffer.mean
-
-
-class _StatsRename:
-    """A HistoryBuffer whose pickled statistics methods map ``max`` to its own ``min``."""
-
-    def __reduce__(self):
-        return (HistoryBuffer, (), dict(statistics_methods=dict(max=HistoryBuffer.min),
-                                        _log_history=np.zeros(1),
-                                        _count_history=np.ones(1), max_length=10))
-
-
-def test_history_buffer_renamed_own_method_is_refused(tmp_path):
-    """Even HistoryBuffer's own methods must keep their names: ``max`` computing
-    ``min`` would silently corrupt logged statistics."""
-    HistoryBuffer()
-    before = dict(HistoryBuffer._statistics_methods)
-    path = str(tmp_path / 'rename.pth')
-    torch.save({'message_hub': {'log_scalars': {'x': _StatsRename()}}}, path)
-    with pytest.raises(UnsafeCheckpointError, match='HistoryBuffer'):
-        safe_load(path)
-    assert HistoryBuffer._statistics_methods == before
-    assert HistoryBuffer._statistics_methods['max'] is HistoryBuffer.max
+    assert HistoryBuffer._statistics_methods[name] is getattr(HistoryBuffer, name)
 
 
 class _NotAllowed:
@@ -287,7 +274,7 @@ def test_history_buffer_registry_restored_when_a_later_global_is_refused(tmp_pat
     HistoryBuffer()
     before = dict(HistoryBuffer._statistics_methods)
     path = str(tmp_path / 'later.pth')
-    torch.save([_StatsRename(), _NotAllowed()], path)
+    torch.save([StatsPayload(max=HistoryBuffer.min), _NotAllowed()], path)
     with pytest.raises(UnsafeCheckpointError, match='_NotAllowed'):
         safe_load(path)
     assert HistoryBuffer._statistics_methods == before

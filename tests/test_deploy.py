@@ -8,6 +8,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import record_calls
 
 import nfnets_mm  # noqa: F401
 from mmpretrain.registry import MODELS
@@ -90,18 +91,6 @@ def test_switch_to_deploy_keeps_outputs(name, monkeypatch):
     model.switch_to_deploy()
 
 
-def _count_standardizations(monkeypatch):
-    calls = []
-    original = ScaledStdConv2d.standardized_weight
-
-    def counting(self):
-        calls.append(self)
-        return original(self)
-
-    monkeypatch.setattr(ScaledStdConv2d, 'standardized_weight', counting)
-    return calls
-
-
 def test_eval_cache_reuse_and_invalidation(monkeypatch):
     torch.manual_seed(0)
     model = _randomize(BACKBONES['nfnet']()).eval()
@@ -112,7 +101,7 @@ def test_eval_cache_reuse_and_invalidation(monkeypatch):
         reference.stages[1][0].conv2.weight.mul_(-1.5)
         expected = reference(x)[-1]
 
-    calls = _count_standardizations(monkeypatch)
+    calls = record_calls(monkeypatch, ScaledStdConv2d, 'standardized_weight')
     n_convs = len(_ws_convs(model))
     with torch.no_grad():
         out1 = model(x)[-1]
@@ -143,7 +132,7 @@ def test_eval_cache_reuse_and_invalidation(monkeypatch):
 def test_training_never_caches_and_gradients_flow(monkeypatch):
     torch.manual_seed(0)
     model = _randomize(BACKBONES['nfnet']()).train()
-    calls = _count_standardizations(monkeypatch)
+    calls = record_calls(monkeypatch, ScaledStdConv2d, 'standardized_weight')
     n_convs = len(_ws_convs(model))
     x = torch.randn(2, 3, 32, 32)
     for step in range(2):

@@ -32,7 +32,8 @@ from nfnets_mm.models.backbones import NFNet
 from nfnets_mm.utils import CorruptCheckpointError, UnsafeCheckpointError, safe_load
 from nfnets_mm.utils import checkpoint_schemes, safe_checkpoint
 from conftest import free_port
-from test_checkpoint_resume import TINY_ARCH, _assert_same, _cfg, data_root  # noqa: F401
+from test_checkpoint_resume import (TINY_ARCH, StatsPayload, _assert_same, _cfg,  # noqa: F401
+                                    data_root)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -474,15 +475,6 @@ def _history_ckpt(path):
     return str(path)
 
 
-class _StatsInjection:
-    """A HistoryBuffer whose pickled statistics methods replace ``mean``."""
-
-    def __reduce__(self):
-        return (HistoryBuffer, (), dict(statistics_methods=dict(mean=np.dtype),
-                                        _log_history=np.zeros(1),
-                                        _count_history=np.ones(1), max_length=10))
-
-
 def _assert_history_ckpt(loaded):
     assert isinstance(loaded, dict), loaded
     buffer = loaded['message_hub']['log_scalars']['x']
@@ -553,7 +545,7 @@ def test_concurrent_loads_are_thread_safe(tmp_path, monkeypatch, fast_thread_swi
     nothing global is left changed."""
     good = _history_ckpt(tmp_path / 'hb.pth')
     inject = str(tmp_path / 'inject.pth')
-    torch.save({'message_hub': {'log_scalars': {'x': _StatsInjection()}}}, inject)
+    torch.save({'message_hub': {'log_scalars': {'x': StatsPayload(mean=np.dtype)}}}, inject)
     wrapped = safe_checkpoint.make_safe_loader(_unsafe_torch_load)
     monkeypatch.delenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', raising=False)
     HistoryBuffer()

@@ -30,11 +30,12 @@ from mmengine.runner import Runner
 
 import nfnets_mm  # noqa: F401  (registers NFNet, AGC wrappers, hooks, safe loader)
 from nfnets_mm.engine.hooks import RNGStateHook
+from nfnets_mm.engine.hooks import rng_state_hook
 from nfnets_mm.engine.hooks.rng_state_hook import CHECKPOINT_KEY
 from nfnets_mm.utils.demo_data import ensure_demo_data
 from nfnets_mm.utils.safe_checkpoint import safe_load
 # tests/ is on sys.path (as for conftest)
-from conftest import free_port
+from conftest import free_port, record_calls
 from tiny_runner_cfg import make_tiny_data, tiny_runner_cfg
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -361,26 +362,13 @@ def test_restore_follows_mmengine_reseeding(iter_runs, tiny_root, tmp_path):
                               'resumed with another config seed')
 
 
-def _count_restores(monkeypatch):
-    from nfnets_mm.engine.hooks import rng_state_hook
-    calls = []
-    original = rng_state_hook.set_rng_states
-
-    def recording(states):
-        calls.append(states)
-        return original(states)
-
-    monkeypatch.setattr(rng_state_hook, 'set_rng_states', recording)
-    return calls
-
-
 def test_checkpoint_without_rng_state_resumes_with_a_warning(iter_runs, tiny_root,
                                                              tmp_path, monkeypatch):
     old = safe_load(iter_runs[2])
     del old[CHECKPOINT_KEY]
     old_path = str(tmp_path / 'old.pth')
     torch.save(old, old_path)
-    calls = _count_restores(monkeypatch)
+    calls = record_calls(monkeypatch, rng_state_hook, 'set_rng_states')
     cfg = _iter_cfg(tiny_root, str(tmp_path / 'old_resumed'), rng_hook=True)
     cfg['log_level'] = 'INFO'
     runner = Runner(**cfg, resume=True, load_from=old_path)
@@ -395,7 +383,7 @@ def test_checkpoint_without_rng_state_resumes_with_a_warning(iter_runs, tiny_roo
 def test_load_from_without_resume_does_not_restore(iter_runs, tiny_root, tmp_path,
                                                    monkeypatch):
     """Fine-tuning from a checkpoint (load_from, no resume) keeps the seeded state."""
-    calls = _count_restores(monkeypatch)
+    calls = record_calls(monkeypatch, rng_state_hook, 'set_rng_states')
     cfg = _iter_cfg(tiny_root, str(tmp_path / 'finetune'), rng_hook=True)
     cfg['train_cfg']['max_iters'] = 1
     runner = Runner(**cfg, load_from=iter_runs[2])
@@ -405,7 +393,7 @@ def test_load_from_without_resume_does_not_restore(iter_runs, tiny_root, tmp_pat
 
 def test_resume_restores_once(iter_runs, tiny_root, tmp_path, monkeypatch):
     """Resuming restores the checkpoint's states exactly once, after the replay."""
-    calls = _count_restores(monkeypatch)
+    calls = record_calls(monkeypatch, rng_state_hook, 'set_rng_states')
     cfg = _iter_cfg(tiny_root, str(tmp_path / 'again'), rng_hook=True)
     cfg['train_cfg']['max_iters'] = 3
     runner = Runner(**cfg, resume=True, load_from=iter_runs[2])
