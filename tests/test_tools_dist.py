@@ -68,7 +68,6 @@ class FakeRunner:
 
 
 def build_runner(cfg):  # as runner_utils.build_runner, without building anything
-    runner_utils.prepare_cpu_distributed(cfg)
     return FakeRunner()
 
 
@@ -165,7 +164,6 @@ def test_test_tool_destroys_its_process_group(single_rank_env, tmp_path, monkeyp
             return {'accuracy/top1': 1.0}
 
     def build_runner(cfg):  # as runner_utils.build_runner, without building anything
-        runner_utils.prepare_cpu_distributed(cfg)
         return FakeRunner()
 
     monkeypatch.setattr(test_tool, 'build_runner', build_runner)

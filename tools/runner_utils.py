@@ -257,9 +257,8 @@ def distributed_session(cfg: Config) -> Iterator[None]:
 
 
 def build_runner(cfg: Config):
-    """Build the runner with the registry of the config's scope (call it inside
-    :func:`distributed_session`)."""
-    prepare_cpu_distributed(cfg)
+    """Build the runner with the registry of the config's scope.  Call it inside
+    :func:`distributed_session`, which has prepared the CPU process group."""
     scope = cfg.default_scope
     registry = importlib.import_module(f'{scope}.registry')
     if 'runner_type' in cfg:
