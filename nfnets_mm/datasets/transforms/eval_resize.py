@@ -73,13 +73,16 @@ class NFNetEvalResizeCrop(BaseTransform):
         self.mode = mode
         self.interpolation = interpolation
         self.backend = backend
+        # MMPretrain's own stock steps, for mode='short_side'.
+        self._short_side_steps = (
+            ResizeEdge(scale=crop_size + pad, edge='short', backend=backend,
+                       interpolation=interpolation),
+            CenterCrop(crop_size=crop_size))
 
     def _stock(self, results: Dict) -> Dict:
-        # Built per call (cheap) so that a changed crop_size / pad / kernel is honoured.
-        resize = ResizeEdge(scale=self.crop_size + self.pad, edge='short',
-                            backend=self.backend, interpolation=self.interpolation)
-        crop = CenterCrop(crop_size=self.crop_size)
-        return crop(resize(results))
+        for step in self._short_side_steps:
+            results = step(results)
+        return results
 
     def transform(self, results: Dict) -> Dict:
         if self.mode == 'short_side':
