@@ -12,6 +12,10 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 #: ``tools/``: its scripts import their helpers (``runner_utils`` ...) from there.
 TOOLS_DIR = osp.join(REPO_ROOT, 'tools')
+#: ``tools/data/``: the demo data generator (``demo_data``), a tool, not package code.
+TOOLS_DATA_DIR = osp.join(TOOLS_DIR, 'data')
+if TOOLS_DATA_DIR not in sys.path:
+    sys.path.insert(0, TOOLS_DATA_DIR)
 
 import nfnets_mm  # noqa: E402,F401  (registers every module)
 

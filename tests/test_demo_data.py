@@ -1,4 +1,4 @@
-"""Tests for the synthetic demo data generator (nfnets_mm.utils.demo_data)."""
+"""Tests for the synthetic demo data generator (tools/data/demo_data.py)."""
 import importlib.util
 import json
 import os
@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 import nfnets_mm  # noqa: F401  (registers the plugin)
-from nfnets_mm.utils.demo_data import (CLS_CLASSES, COCO_CLASSES, DemoDataError,
-                                       ensure_demo_data, make_classification_demo,
-                                       make_coco_demo, validate_coco_annotations,
-                                       validate_demo_data)
+# tools/data/demo_data.py (conftest puts tools/data on sys.path)
+from demo_data import (CLS_CLASSES, COCO_CLASSES, DemoDataError, ensure_demo_data,
+                       make_classification_demo, make_coco_demo, validate_coco_annotations,
+                       validate_demo_data)
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 

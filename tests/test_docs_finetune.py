@@ -11,7 +11,7 @@ import sys
 import pytest
 from mmengine.config import Config, DictAction
 
-from nfnets_mm.utils.demo_data import ensure_demo_data
+from demo_data import ensure_demo_data  # tools/data/demo_data.py (conftest puts it on sys.path)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DOC = osp.join(REPO, 'docs', 'training.md')

@@ -32,7 +32,7 @@ import nfnets_mm  # noqa: F401  (registers NFNet, AGC wrappers, hooks, safe load
 from nfnets_mm.engine.hooks import RNGStateHook
 from nfnets_mm.engine.hooks import rng_state_hook
 from nfnets_mm.engine.hooks.rng_state_hook import CHECKPOINT_KEY
-from nfnets_mm.utils.demo_data import ensure_demo_data
+from demo_data import ensure_demo_data  # tools/data/demo_data.py (conftest puts it on sys.path)
 from nfnets_mm.utils.safe_checkpoint import safe_load
 # tests/ is on sys.path (as for conftest)
 from conftest import free_port, record_calls

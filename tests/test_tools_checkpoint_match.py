@@ -11,7 +11,7 @@ from mmengine.config import Config
 from mmengine.runner import CheckpointLoader
 from mmpretrain.registry import MODELS
 
-from nfnets_mm.utils.demo_data import ensure_demo_data
+from demo_data import ensure_demo_data  # tools/data/demo_data.py (conftest puts it on sys.path)
 
 tools_on_path()
 import checkpoint_match  # noqa: E402

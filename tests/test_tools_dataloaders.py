@@ -8,7 +8,7 @@ from conftest import load_test_tool, tools_on_path
 from mmengine.config import Config
 from torch.utils.data import DataLoader
 
-from nfnets_mm.utils.demo_data import ensure_demo_data
+from demo_data import ensure_demo_data  # tools/data/demo_data.py (conftest puts it on sys.path)
 
 DEMO = 'configs/nfnet/nfnet_demo.py'
 tools_on_path()

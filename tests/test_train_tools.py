@@ -14,7 +14,7 @@ from conftest import free_port, tools_on_path
 from mmengine.config import Config
 
 from nfnets_mm.engine.hooks import state_dict_digest
-from nfnets_mm.utils.demo_data import ensure_demo_data
+from demo_data import ensure_demo_data  # tools/data/demo_data.py (conftest puts it on sys.path)
 
 PYTHON = sys.executable
 DEMO = 'configs/nfnet/nfnet_demo.py'

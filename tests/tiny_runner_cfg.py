@@ -16,7 +16,7 @@ TINY_ARCH = dict(depths=(1, 1, 1, 1), widths=(32, 64, 128, 128), group_width=16,
 def make_tiny_data(root):
     """``make_classification_demo``'s 6-class set at 32 px under ``root``: 2 training
     and 1 validation image per class; returns its data root."""
-    from nfnets_mm.utils.demo_data import make_classification_demo
+    from demo_data import make_classification_demo  # tools/data/demo_data.py
     make_classification_demo(str(root), seed=0, num_train_per_class=2, num_val_per_class=1,
                              image_size=32)
     return osp.join(str(root), 'cls')

@@ -1,4 +1,4 @@
-"""Utilities: safe (weights-only) checkpoint loading and demo data generation.
+"""Utilities: safe (weights-only) checkpoint loading.
 
 Importing this package installs the weights-only loaders into MMEngine's
 ``CheckpointLoader`` for local files, ``http(s)://``, the model-zoo schemes and every
@@ -9,13 +9,8 @@ from .safe_checkpoint import (ALLOWLIST, CorruptCheckpointError, UnsafeCheckpoin
                               allowlisted_names, safe_load)
 # installs the safe loaders into MMEngine's CheckpointLoader (before any load)
 from .checkpoint_schemes import load_from_http_safe, load_from_local_safe
-from .demo_data import (CLS_CLASSES, COCO_CLASSES, DemoDataError, ensure_demo_data,
-                        make_classification_demo, make_coco_demo,
-                        validate_coco_annotations, validate_demo_data)
 
 __all__ = [
     'ALLOWLIST', 'CorruptCheckpointError', 'UnsafeCheckpointError', 'allowlisted_names',
-    'load_from_http_safe', 'load_from_local_safe', 'safe_load', 'CLS_CLASSES',
-    'COCO_CLASSES', 'DemoDataError', 'ensure_demo_data', 'make_classification_demo',
-    'make_coco_demo', 'validate_coco_annotations', 'validate_demo_data'
+    'load_from_http_safe', 'load_from_local_safe', 'safe_load'
 ]

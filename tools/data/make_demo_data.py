@@ -13,11 +13,12 @@ import argparse
 import os.path as osp
 import sys
 
-try:
-    from nfnets_mm.utils.demo_data import DemoDataError, ensure_demo_data
-except ImportError:  # running from a source checkout without installing
-    sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
-    from nfnets_mm.utils.demo_data import DemoDataError, ensure_demo_data
+# The generator lives next to this script (tools/data/demo_data.py): it is a tool, not
+# part of the nfnets_mm package.
+HERE = osp.dirname(osp.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+from demo_data import DemoDataError, ensure_demo_data  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,5 +1,9 @@
 """Deterministic, download-free demo data sets for smoke tests and tutorials.
 
+A tool, not part of the ``nfnets_mm`` package (``import nfnets_mm`` does not load it, nor
+Pillow through it): ``tools/data/make_demo_data.py`` is its command line, and the tests
+import it as ``demo_data`` (``tests/conftest.py`` puts ``tools/data`` on ``sys.path``).
+
 Two tiny synthetic sets are drawn with NumPy + Pillow from a seed:
 
 * ``<root>/cls``: image classification in MMPretrain's ImageNet folder layout::
