@@ -9,13 +9,28 @@ class twice or importing either downstream package.
 
 Registries that exist only downstream (MMPretrain's batch augments) are imported from
 there by the modules that need them.
+
+Names.  The root registries are shared by every OpenMMLab package and plugin, and
+registering a name twice raises ``KeyError: ... is already registered``.  So every
+name nfnets_mm registers is NF-prefixed (``NFNet``, ``NFResNet``, ``NFNetClsHead``,
+``NFGammaAct``, ``NFScaledStdConv2d``, ``NFStochasticDepth``, ``NFConvNorm``,
+``NFSqueezeExcite``, ``NFNetEvalResizeCrop``, ...) or one of :data:`PUBLIC_NAMES`, the
+documented AGC names of the paper.  Where a layer's Python class keeps its plain name
+(``ScaledStdConv2d``, ``GammaAct``), it is registered under the prefixed one, as mmcv
+registers its ``SyncBatchNorm`` as ``MMSyncBN``.  Torch's own activations are not
+registered here (``build_activation`` falls back to ``torch.nn``).
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 
-#: Backbones, layers and heads (``NFNet``, ``NFResNet``, ``ScaledStdConv2d``, ...).
+#: Names nfnets_mm registers that do not start with :data:`NAME_PREFIX`.
+PUBLIC_NAMES = ('AGCOptimWrapper', 'AmpAGCOptimWrapper', 'AGCOptimWrapperConstructor')
+#: The prefix of every other registered name.
+NAME_PREFIX = 'NF'
+
+#: Backbones, layers and heads (``NFNet``, ``NFResNet``, ``NFScaledStdConv2d``, ...).
 MODELS = MMENGINE_MODELS
 #: ``AGCOptimWrapper`` / ``AmpAGCOptimWrapper``.
 OPTIM_WRAPPERS = MMENGINE_OPTIM_WRAPPERS
@@ -24,4 +39,5 @@ OPTIM_WRAPPER_CONSTRUCTORS = MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 #: Hooks.
 HOOKS = MMENGINE_HOOKS
 
-__all__ = ['MODELS', 'OPTIM_WRAPPERS', 'OPTIM_WRAPPER_CONSTRUCTORS', 'HOOKS']
+__all__ = ['MODELS', 'OPTIM_WRAPPERS', 'OPTIM_WRAPPER_CONSTRUCTORS', 'HOOKS', 'NAME_PREFIX',
+           'PUBLIC_NAMES']

@@ -32,10 +32,14 @@ class NFNetVariant:
         train_size / test_size: square input size (px) for training / evaluation.
         dropout: dropout rate before the classifier.
         ra_magnitude: RandAugment magnitude (DeepMind's ``RA_level`` '4xx': 4 layers, level xx).
+        ra_num_layers: RandAugment ops per image (the '4' of ``RA_level``; 4 for every variant).
         drop_path_rate: stochastic-depth rate of the last block (linear in depth).
         params_m: paper Table 3 parameters (millions, 1000-class head); ``None`` if unlisted.
         flops_g: paper Table 3 FLOPs (billions of multiply-adds at ``test_size``).
-        top1 / top5: ImageNet accuracy reported for DeepMind's released weights.
+        top1 / top5: ImageNet accuracy reported for DeepMind's released weights (paper
+            Table 3; the same numbers as the release's README).
+        sam: the released weights, and so ``top1`` / ``top5``, were trained with
+            Sharpness-Aware Minimisation (F6 only: Table 3's "NFNet-F6+SAM").
         dm_weights_url: DeepMind's released weights; ``None`` where none were released.
     """
     name: str
@@ -45,11 +49,13 @@ class NFNetVariant:
     test_size: int
     dropout: float
     ra_magnitude: int
+    ra_num_layers: int = 4
     drop_path_rate: float = 0.25
     params_m: Optional[float] = None
     flops_g: Optional[float] = None
     top1: Optional[float] = None
     top5: Optional[float] = None
+    sam: bool = False
     dm_weights_url: Optional[str] = None
 
 
@@ -70,9 +76,10 @@ _BASE = [
                  params_m=316.1, flops_g=215.24, top1=85.9, top5=97.6, dm_weights_url=_released('F4')),
     NFNetVariant('F5', (6, 12, 36, 18), NFNET_WIDTHS, 416, 544, 0.5, 15,
                  params_m=377.2, flops_g=289.76, top1=86.0, top5=97.6, dm_weights_url=_released('F5')),
-    # DeepMind's released F6 was trained with SAM (86.5 top-1); the table is Table 3's.
+    # Table 3 lists F6 only as "NFNet-F6+SAM", and DeepMind released that model.
     NFNetVariant('F6', (7, 14, 42, 21), NFNET_WIDTHS, 448, 576, 0.5, 15,
-                 params_m=438.4, flops_g=377.28, top1=86.5, top5=97.9, dm_weights_url=_released('F6')),
+                 params_m=438.4, flops_g=377.28, top1=86.5, top5=97.9, sam=True,
+                 dm_weights_url=_released('F6')),
     NFNetVariant('F7', (8, 16, 48, 24), NFNET_WIDTHS, 480, 608, 0.5, 15),
 ]
 
@@ -81,7 +88,7 @@ _BASE = [
 NFNET_VARIANTS: Dict[str, NFNetVariant] = {v.name: v for v in _BASE}
 NFNET_VARIANTS.update({
     v.name + '+': replace(v, name=v.name + '+', widths=NFNET_WIDE_WIDTHS, params_m=None,
-                          flops_g=None, top1=None, top5=None, dm_weights_url=None)
+                          flops_g=None, top1=None, top5=None, sam=False, dm_weights_url=None)
     for v in _BASE})
 
 

@@ -6,16 +6,14 @@ import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
 
 from ..models import NFNet
+from ..variants import NFNET_VARIANTS, get_variant
 
-#: Paper Table 3: params (M) and FLOPs (B, one multiply-add = one FLOP) at test resolution.
+#: Paper Table 3 for the variants it lists (F0-F6), derived from the variant table
+#: :data:`nfnets_mm.variants.NFNET_VARIANTS`: ``params`` (M), ``flops`` (B, one
+#: multiply-add = one FLOP) and the ``test_size`` (px) the FLOPs are counted at.
 TABLE3 = {
-    'F0': dict(params=71.5, flops=12.38, test_size=256),
-    'F1': dict(params=132.6, flops=35.54, test_size=320),
-    'F2': dict(params=193.8, flops=62.59, test_size=352),
-    'F3': dict(params=254.9, flops=114.76, test_size=416),
-    'F4': dict(params=316.1, flops=215.24, test_size=512),
-    'F5': dict(params=377.2, flops=289.76, test_size=544),
-    'F6': dict(params=438.4, flops=377.28, test_size=576),
+    name: dict(params=v.params_m, flops=v.flops_g, test_size=v.test_size)
+    for name, v in NFNET_VARIANTS.items() if v.params_m is not None and v.flops_g is not None
 }
 
 
@@ -33,8 +31,18 @@ class NFNetClassifier(nn.Module):
 
 @torch.no_grad()
 def nfnet_complexity(arch: str, size: int = None) -> Dict[str, float]:
-    """Params and FLOPs (multiply-adds, MMEngine's FlopAnalyzer) of an NFNet classifier."""
-    size = size or TABLE3[arch.upper()]['test_size']
+    """Params and FLOPs (multiply-adds, MMEngine's FlopAnalyzer) of an NFNet classifier.
+
+    Args:
+        arch: a variant name of :data:`~nfnets_mm.variants.NFNET_VARIANTS` (``'F0'``,
+            ``'f3+'``, ...).
+        size: square input size (px); defaults to the variant's ``test_size``, the
+            resolution paper Table 3 counts FLOPs at.
+
+    Returns:
+        ``dict(arch, size, params, flops)`` with absolute counts.
+    """
+    size = size or get_variant(arch).test_size
     model = NFNetClassifier(arch).eval()
     params = sum(p.numel() for p in model.parameters())
     analyzer = FlopAnalyzer(model, torch.zeros(1, 3, size, size))

@@ -5,31 +5,16 @@ from typing import Optional, Sequence, Union
 import torch.nn as nn
 
 from nfnets_mm.registry import MODELS
+from nfnets_mm.variants import NFNET_VARIANTS
 from ..layers import build_nf_act, build_nf_conv
 from .nf_base import NFBackboneBase, make_stages, resolve_arch
 from .nf_blocks import NFNetBlock
 
-_DEPTHS = {
-    'f0': (1, 2, 6, 3),
-    'f1': (2, 4, 12, 6),
-    'f2': (3, 6, 18, 9),
-    'f3': (4, 8, 24, 12),
-    'f4': (5, 10, 30, 15),
-    'f5': (6, 12, 36, 18),
-    'f6': (7, 14, 42, 21),
-    'f7': (8, 16, 48, 24),
-}
-_WIDTHS = (256, 512, 1536, 1536)
-_WIDE_WIDTHS = (384, 768, 2048, 2048)
-
 
 def _nfnet_arch_zoo() -> dict:
-    zoo = {}
-    for name, depths in _DEPTHS.items():
-        zoo[name] = dict(depths=depths, widths=_WIDTHS)
-    for name, depths in _DEPTHS.items():
-        zoo[name + '+'] = dict(depths=depths, widths=_WIDE_WIDTHS)
-    return zoo
+    """``{'f0': dict(depths=..., widths=...), ..., 'f7+': ...}`` from the variant table."""
+    return {name.lower(): dict(depths=variant.depths, widths=variant.widths)
+            for name, variant in NFNET_VARIANTS.items()}
 
 
 @MODELS.register_module()
@@ -41,19 +26,11 @@ class NFNet(NFBackboneBase):
     1/2/2/2, group width 128, bottleneck ratio 0.5, SE ratio 0.5).  Head-side: a 1x1
     WS conv to ``2 x 1536 = 3072`` channels and a gamma-activation (``with_final_conv``).
 
-    ======  =================  ======================  ========================
-    arch    depths             ``stage_out_channels``  params with 1000-class fc
-    ======  =================  ======================  ========================
-    F0      1, 2, 6, 3         256, 512, 1536, 3072    71.5M
-    F1      2, 4, 12, 6        same                    132.6M
-    F2      3, 6, 18, 9        same                    193.8M
-    F3      4, 8, 24, 12       same                    254.9M
-    F4      5, 10, 30, 15      same                    316.1M
-    F5      6, 12, 36, 18      same                    377.2M
-    F6      7, 14, 42, 21      same                    438.4M
-    F7      8, 16, 48, 24      same                    --
-    F*+     as F*              384, 768, 2048, 4096    (wide variants, App. C)
-    ======  =================  ======================  ========================
+    Per-variant depths and widths come from the variant table,
+    :data:`nfnets_mm.variants.NFNET_VARIANTS` (``get_variant('F1').depths``), which also
+    holds the paper's Table 3 parameter and FLOP counts.  ``stage_out_channels`` is
+    ``(256, 512, 1536, 3072)`` for F0-F7 and ``(384, 768, 2048, 4096)`` for the wide
+    ``F*+`` variants (paper App. C).
 
     The last entry of ``stage_out_channels`` is the final conv's width when
     ``with_final_conv=True``; otherwise it is the last stage width (1536 / 2048).

@@ -8,9 +8,12 @@ from .padding import (check_padding_mode, needs_dynamic_same_padding, pad_same,
                       symmetric_padding)
 
 
-@MODELS.register_module()
+@MODELS.register_module(name='NFConvNorm')
 class ConvNorm(nn.Module):
     """``norm(conv(x))`` with the same padding conventions as :class:`ScaledStdConv2d`.
+
+    Registered as ``type='NFConvNorm'`` (NF-prefixed so that it cannot collide with another
+    package's name in MMEngine's root registry; see :mod:`nfnets_mm.registry`).
 
     Used where a backbone is built with ``norm_cfg`` (e.g. ``dict(type='BN')``) to get
     the normalized counterpart of an NF architecture (paper Table 7).

@@ -30,28 +30,42 @@ ACT_GAMMAS = {
     'LogSigmoid': 1.9193484783172607,
 }
 
-# MMCV registers most torch activations in the root MODELS registry; add the ones
-# of the gamma table it leaves out so that ``act_cfg=dict(type=...)`` covers all.
-for _name in ('CELU', 'SELU', 'Softplus', 'Softsign', 'LogSigmoid', 'SiLU', 'GELU'):
-    if MODELS.get(_name) is None:
-        MODELS.register_module(name=_name, module=getattr(nn, _name))
+def _torch_activation(name: str) -> Optional[type]:
+    """``torch.nn.<name>`` if it is one of torch's activation modules, else None."""
+    if name not in nn.modules.activation.__all__:
+        return None
+    return getattr(nn, name)
 
 
 def build_activation(act_cfg: dict) -> nn.Module:
-    """Build an activation from a config such as ``dict(type='GELU')``."""
+    """Build an activation from a config such as ``dict(type='GELU')``.
+
+    The type is looked up in the ``MODELS`` registry first (mmcv registers ``ReLU``,
+    ``GELU``, ``SiLU``, ``Swish``, ...); a name it lacks that is one of torch's activation
+    modules (``CELU``, ``SELU``, ``Softplus``, ``Softsign``, ``LogSigmoid``, ...) is built
+    from ``torch.nn`` directly.  nfnets_mm does not register torch's activations itself:
+    a second package registering the same generic names would collide with them.
+    """
     if not isinstance(act_cfg, dict) or 'type' not in act_cfg:
         raise TypeError(f'act_cfg must be a dict with a "type" key, got {act_cfg!r}.')
     cfg = dict(act_cfg)
     act_type = cfg['type']
-    if isinstance(act_type, str) and MODELS.get(act_type) is None:
+    if not isinstance(act_type, str) or MODELS.get(act_type) is not None:
+        return MODELS.build(cfg)
+    torch_cls = _torch_activation(act_type)
+    if torch_cls is None:
         raise KeyError(f'Unknown activation type {act_type!r}; activations with a known '
                        f'gamma are: {", ".join(sorted(ACT_GAMMAS))}.')
-    return MODELS.build(cfg)
+    cfg.pop('type')
+    return torch_cls(**cfg)
 
 
-@MODELS.register_module()
+@MODELS.register_module(name='NFGammaAct')
 class GammaAct(nn.Module):
     """``gamma * act(x)`` with the variance-preserving gamma of ``act``.
+
+    Registered as ``type='NFGammaAct'`` (NF-prefixed so that it cannot collide with another
+    package's name in MMEngine's root registry; see :mod:`nfnets_mm.registry`).
 
     Args:
         act_cfg (dict): The activation, e.g. ``dict(type='GELU')`` (exact) or

@@ -5,9 +5,12 @@ import torch.nn as nn
 from nfnets_mm.registry import MODELS
 
 
-@MODELS.register_module()
+@MODELS.register_module(name='NFStochasticDepth')
 class StochasticDepth(nn.Module):
     """Drop a residual branch per sample during training.
+
+    Registered as ``type='NFStochasticDepth'`` (NF-prefixed so that it cannot collide with another
+    package's name in MMEngine's root registry; see :mod:`nfnets_mm.registry`).
 
     DeepMind's NFNets drop the branch of each sample with probability ``drop_rate``
     and do **not** rescale the kept samples (``scale_by_keep=False``, default).

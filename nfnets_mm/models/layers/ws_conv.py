@@ -12,9 +12,12 @@ from .padding import (check_padding_mode, needs_dynamic_same_padding, pad_same,
 WS_EPS_MODES = ('max', 'add')
 
 
-@MODELS.register_module()
+@MODELS.register_module(name='NFScaledStdConv2d')
 class ScaledStdConv2d(nn.Conv2d):
     r"""Conv2d whose weight is Scaled Weight Standardized before every use.
+
+    Registered as ``type='NFScaledStdConv2d'`` (NF-prefixed so that it cannot collide with another
+    package's name in MMEngine's root registry; see :mod:`nfnets_mm.registry`).
 
     Paper Eq. (1):
 
