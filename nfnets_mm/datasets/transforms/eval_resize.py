@@ -15,6 +15,9 @@ from mmengine.registry import TRANSFORMS
 from mmcv.transforms import BaseTransform
 from mmpretrain.datasets.transforms import CenterCrop, ResizeEdge
 
+from .random_crop import check_backend
+from .tf_resize import tf_bicubic_resize
+
 #: The two modes of :class:`NFNetEvalResizeCrop`.
 MODES = ('deepmind', 'short_side')
 
@@ -42,18 +45,20 @@ class NFNetEvalResizeCrop(BaseTransform):
     Both modes output ``crop_size x crop_size x C`` (``img_shape == (crop_size, crop_size)``)
     from any ``H x W x C`` input.
 
-    The resize kernel is ``interpolation`` with ``backend`` (mmcv's ``imresize``; the
-    recipe uses Pillow bicubic, which *antialiases* when it shrinks).  DeepMind resizes with
-    TF's ``tf.image.resize(..., BICUBIC)``, which does not antialias and does not clamp, so
-    the ``'deepmind'`` mode reproduces DeepMind's geometry (what part of the image is seen,
-    at what size) but not yet its resampling kernel.
+    The resize (the other switch, ``backend``): ``'tf'`` (default) is DeepMind's
+    ``tf.image.resize(..., BICUBIC)`` -- Keys bicubic, half-pixel centres, *no*
+    antialiasing, float32 output not clamped (:func:`tf_bicubic_resize`); ``'pillow'`` or
+    ``'cv2'`` resize with mmcv's ``imresize`` and ``interpolation`` (MMPretrain's stock
+    Pillow bicubic antialiases when it shrinks, and returns uint8).  In ``'short_side'``
+    mode with ``backend='tf'`` the target size is ``ResizeEdge``'s.
 
     Args:
         crop_size (int): Side ``S`` of the square output.
         pad (int): Pixels added to ``S`` before the resize (DeepMind: 32). Defaults to 32.
         mode (str): ``'deepmind'`` or ``'short_side'``. Defaults to ``'deepmind'``.
-        interpolation (str): mmcv ``imresize`` interpolation. Defaults to ``'bicubic'``.
-        backend (str): ``'pillow'`` or ``'cv2'``. Defaults to ``'pillow'``.
+        interpolation (str): mmcv ``imresize`` interpolation for the ``'pillow'`` /
+            ``'cv2'`` backends; must be ``'bicubic'`` with ``'tf'``. Defaults to ``'bicubic'``.
+        backend (str): ``'tf'``, ``'pillow'`` or ``'cv2'``. Defaults to ``'tf'``.
     """
 
     def __init__(self,
@@ -61,9 +66,10 @@ class NFNetEvalResizeCrop(BaseTransform):
                  pad: int = 32,
                  mode: str = 'deepmind',
                  interpolation: str = 'bicubic',
-                 backend: str = 'pillow') -> None:
+                 backend: str = 'tf') -> None:
         if mode not in MODES:
             raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+        check_backend(backend, interpolation)
         if not isinstance(crop_size, int) or crop_size <= 0:
             raise ValueError(f'crop_size must be a positive int, got {crop_size!r}')
         if not isinstance(pad, int) or pad < 0:
@@ -73,30 +79,47 @@ class NFNetEvalResizeCrop(BaseTransform):
         self.mode = mode
         self.interpolation = interpolation
         self.backend = backend
-        # MMPretrain's own stock steps, for mode='short_side'.
+        # MMPretrain's own stock steps, for mode='short_side' (mmcv's resize backends).
         self._short_side_steps = (
-            ResizeEdge(scale=crop_size + pad, edge='short', backend=backend,
+            ResizeEdge(scale=crop_size + pad, edge='short',
+                       backend='cv2' if backend == 'tf' else backend,
                        interpolation=interpolation),
             CenterCrop(crop_size=crop_size))
 
-    def _stock(self, results: Dict) -> Dict:
-        for step in self._short_side_steps:
-            results = step(results)
+    def _resize(self, results: Dict, size) -> Dict:
+        """``results['img']`` resized to ``size = (width, height)`` with the backend."""
+        img = results['img']
+        h, w = img.shape[:2]
+        if self.backend == 'tf':
+            img = tf_bicubic_resize(img, (size[1], size[0]))
+        else:
+            img = mmcv.imresize(img, size, interpolation=self.interpolation,
+                                backend=self.backend)
+        results['img'] = img
+        results['img_shape'] = img.shape[:2]
+        results['scale'] = tuple(size)
+        results['scale_factor'] = (size[0] / w, size[1] / h)
         return results
+
+    def _stock(self, results: Dict) -> Dict:
+        resize_edge, center_crop = self._short_side_steps
+        if self.backend != 'tf':
+            return center_crop(resize_edge(results))
+        # ResizeEdge's target size, TF's resize.
+        h, w = results['img'].shape[:2]
+        side = self.crop_size + self.pad
+        size = (side, int(side * h / w)) if w < h else (int(side * w / h), side)
+        return center_crop(self._resize(results, size))
 
     def transform(self, results: Dict) -> Dict:
         if self.mode == 'short_side':
             return self._stock(results)
         side = self.crop_size + self.pad
-        img, w_scale, h_scale = mmcv.imresize(
-            results['img'], (side, side), interpolation=self.interpolation,
-            return_scale=True, backend=self.backend)
+        results = self._resize(results, (side, side))
         off = (self.pad + 1) // 2
-        img = img[off:off + self.crop_size, off:off + self.crop_size]
+        img = results['img'][off:off + self.crop_size, off:off + self.crop_size]
         results['img'] = img
         results['img_shape'] = img.shape[:2]
-        results['scale'] = (side, side)
-        results['scale_factor'] = (w_scale, h_scale)
         return results
 
     def __repr__(self) -> str:
