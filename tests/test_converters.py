@@ -1,4 +1,5 @@
-"""Checkpoint converters: DeepMind Haiku pickles and timm state dicts -> MMPretrain.
+"""Checkpoint converters (``nfnets_mm.converters``): DeepMind Haiku pickles and timm
+state dicts -> MMPretrain, and their command lines in ``tools/model_converters``.
 
 (a) timm ``dm_nfnet_f0`` / ``nfnet_l0`` / ``nf_resnet26`` with random weights convert
     exactly (``nf_resnet*`` into ``NFResNet(avg_down=True)``).
@@ -8,10 +9,10 @@
     ``error:`` line with exit status 2 (no traceback).
 (e) converted files get the permissions of a plain ``open(..., 'w')``.
 """
-import importlib.util
 import os
 import os.path as osp
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -20,20 +21,16 @@ import torch
 
 import nfnets_mm  # noqa: F401
 from mmpretrain.registry import MODELS
+from nfnets_mm.converters import ConversionError
+from nfnets_mm.converters import deepmind as dm_conv
+from nfnets_mm.converters import timm as timm_conv
+from nfnets_mm.utils import UnsafeCheckpointError
+from nfnets_mm.utils.safe_checkpoint import UnsafePickleError
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def _load_tool(name: str):
-    path = osp.join(REPO, 'tools', 'model_converters', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'_converter_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-dm_conv = _load_tool('dm_nfnet_to_mmpretrain')
-timm_conv = _load_tool('timm_nfnet_to_mmpretrain')
+sys.path.insert(0, osp.join(REPO, 'tools', 'model_converters'))
+import dm_nfnet_to_mmpretrain as dm_cli  # noqa: E402  (the command lines)
+import timm_nfnet_to_mmpretrain as timm_cli  # noqa: E402
 
 # A small NFNet: stage 1 has a non-transition block (identity shortcut).
 SMALL_ARCH = dict(depths=(1, 2, 1, 1), widths=(32, 64, 96, 96), group_width=16,
@@ -71,10 +68,11 @@ def _randomize_timm(model: torch.nn.Module, seed: int) -> None:
                 param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
 
 
-def _convert_timm(tmp_path, model, *extra) -> dict:
+def _convert_timm(tmp_path, model) -> dict:
+    """Convert through the library (file in, file out)."""
     src, dst = tmp_path / 'timm.pth', tmp_path / 'converted.pth'
     torch.save(model.state_dict(), src)
-    assert timm_conv.main([str(src), str(dst), *extra]) == 0
+    timm_conv.convert(str(src), str(dst))
     return torch.load(dst, map_location='cpu', weights_only=True)
 
 
@@ -128,7 +126,7 @@ def test_timm_nf_resnet26_logits_match(tmp_path, size):
     _randomize_timm(model_t, seed=3)
     src, dst = tmp_path / 'r26.pth', tmp_path / 'r26_mm.pth'
     torch.save({'model': model_t.state_dict()}, src)
-    assert timm_conv.main([str(src), str(dst)]) == 0
+    assert timm_cli.main([str(src), str(dst)]) == 0  # the command line
     ckpt = torch.load(dst, map_location='cpu', weights_only=True)
     assert ckpt['meta']['exact'] is True
     backbone = ckpt['meta']['model']['backbone']
@@ -156,7 +154,7 @@ def test_timm_nf_resnet26_logits_match(tmp_path, size):
 ])
 def test_timm_refuses_unsupported_families(bad_key, message):
     sd = {'stem.conv1.weight': torch.zeros(16, 3, 3, 3), bad_key: torch.zeros(1, 1, 3)}
-    with pytest.raises(timm_conv.ConversionError, match=message):
+    with pytest.raises(ConversionError, match=message):
         timm_conv.convert_state_dict(sd)
 
 
@@ -291,7 +289,8 @@ def test_dm_round_trip_places_every_tensor(tmp_path, fmt):
     params = make_dm_params(SMALL_ARCH)
     src, dst = tmp_path / 'F_haiku.npz', tmp_path / 'out.pth'
     _write(params, src, fmt)
-    assert dm_conv.main([str(src), str(dst)]) == 0
+    meta = dm_conv.convert(str(src), str(dst))
+    assert meta['source'] == src.name
     ckpt = torch.load(dst, map_location='cpu', weights_only=True)
     state = ckpt['state_dict']
     n_source = sum(len(group) for group in params.values())
@@ -317,28 +316,28 @@ def test_dm_errors_are_clear(tmp_path, capsys):
     missing = {k: dict(v) for k, v in params.items()}
     del missing['NFNet/~/nf_block_2/~/conv1b']['gain']
     _write(missing, src, 'pickle_nested')
-    assert dm_conv.main([str(src), str(dst)]) == 2
+    assert dm_cli.main([str(src), str(dst)]) == 2
     err = capsys.readouterr().err
     assert 'missing' in err and 'backbone.stages.1.1.conv2b.gain' in err
 
     extra = {k: dict(v) for k, v in params.items()}
     extra['NFNet/~/nf_block/~/conv3'] = {'w': np.zeros((1, 1, 16, 32), np.float32)}
     _write(extra, src, 'pickle_nested')
-    assert dm_conv.main([str(src), str(dst)]) == 2
+    assert dm_cli.main([str(src), str(dst)]) == 2
     assert 'unexpected' in capsys.readouterr().err
 
     _write(params, src, 'pickle_nested')
-    assert dm_conv.main([str(src), str(dst), '--variant', 'F1']) == 2
+    assert dm_cli.main([str(src), str(dst), '--variant', 'F1']) == 2
     assert 'does not match --variant F1' in capsys.readouterr().err
-    assert dm_conv.main([str(src), str(dst), '--variant', 'F9']) == 2
+    assert dm_cli.main([str(src), str(dst), '--variant', 'F9']) == 2
     assert 'valid choices' in capsys.readouterr().err
     assert not dst.exists()
 
-    assert dm_conv.main([str(src), str(dst)]) == 0
+    assert dm_cli.main([str(src), str(dst)]) == 0
     stamp = dst.stat().st_mtime_ns
-    assert dm_conv.main([str(src), str(dst)]) == 2  # refuses to overwrite
+    assert dm_cli.main([str(src), str(dst)]) == 2  # refuses to overwrite
     assert 'already exists' in capsys.readouterr().err and dst.stat().st_mtime_ns == stamp
-    assert dm_conv.main([str(src), str(dst), '--force']) == 0
+    assert dm_cli.main([str(src), str(dst), '--force']) == 0
 
 
 def test_dm_f0_variant_is_inferred():
@@ -451,7 +450,7 @@ def test_dm_numpy_reference_forward_matches(tmp_path):
     params = make_dm_params(SMALL_ARCH, seed=5)
     src, dst = tmp_path / 'small_haiku.npz', tmp_path / 'small.pth'
     _write(params, src, 'pickle_nested')
-    assert dm_conv.main([str(src), str(dst)]) == 0
+    assert dm_cli.main([str(src), str(dst)]) == 0
     ckpt = torch.load(dst, map_location='cpu', weights_only=True)
     backbone = dict(type='NFNet', arch=SMALL_ARCH, padding='same',
                     act_cfg=dict(type='GELU', approximate='tanh'))
@@ -496,9 +495,11 @@ def test_malicious_pickle_is_refused(tmp_path, capsys):
     with open(src, 'wb') as f:
         pickle.dump(payload, f)
     assert b'system' in src.read_bytes()
-    with pytest.raises(dm_conv.UnsafePickleError, match='system'):
+    with pytest.raises(UnsafePickleError, match='system') as info:
         dm_conv.load_haiku_params(str(src))
-    assert dm_conv.main([str(src), str(dst)]) == 2
+    # the package's one restricted unpickler: an UnsafeCheckpointError like safe_load's
+    assert isinstance(info.value, UnsafeCheckpointError)
+    assert dm_cli.main([str(src), str(dst)]) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: ') and 'refusing to load global' in err
     assert not marker.exists() and not dst.exists()
@@ -509,7 +510,7 @@ def test_timm_malicious_pickle_is_refused(tmp_path, capsys):
     marker = tmp_path / 'pwned'
     src, dst = tmp_path / 'evil_timm.pth', tmp_path / 'out.pth'
     torch.save({'stem.conv1.weight': torch.zeros(1), 'evil': _Evil(str(marker))}, src)
-    assert timm_conv.main([str(src), str(dst)]) == 2
+    assert timm_cli.main([str(src), str(dst)]) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: ') and 'system' in err and 'Traceback' not in err
     assert not marker.exists() and not dst.exists()
@@ -520,7 +521,7 @@ def test_timm_malicious_pickle_is_refused(tmp_path, capsys):
 def test_unreadable_source_is_an_error_line(tmp_path, capsys, tool, content):
     src, dst = tmp_path / 'broken.pth', tmp_path / 'out.pth'
     src.write_bytes(content)
-    assert (dm_conv if tool == 'dm' else timm_conv).main([str(src), str(dst)]) == 2
+    assert (dm_cli if tool == 'dm' else timm_cli).main([str(src), str(dst)]) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: ') and len(err.strip().splitlines()) == 1, err
     assert 'broken.pth' in err and ('empty' in err or 'truncated' in err), err
@@ -534,10 +535,10 @@ def test_converted_file_mode_follows_umask(tmp_path, umask):
     _write(make_dm_params(SMALL_ARCH), src, 'pickle_nested')
     old = os.umask(umask)
     try:
-        assert dm_conv.main([str(src), str(dst)]) == 0
+        assert dm_cli.main([str(src), str(dst)]) == 0
         assert dst.stat().st_mode & 0o777 == 0o666 & ~umask
         dst.chmod(0o600)
-        assert dm_conv.main([str(src), str(dst), '--force']) == 0
+        assert dm_cli.main([str(src), str(dst), '--force']) == 0
         assert dst.stat().st_mode & 0o777 == 0o666 & ~umask
     finally:
         os.umask(old)

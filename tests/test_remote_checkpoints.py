@@ -17,7 +17,6 @@ import os.path as osp
 import subprocess
 import sys
 import threading
-import urllib.error
 
 import numpy as np
 import pytest
@@ -28,6 +27,7 @@ from mmengine.runner import CheckpointLoader, Runner, load_checkpoint
 from mmengine.runner import checkpoint as mmengine_checkpoint
 
 import nfnets_mm  # noqa: F401  (installs the safe loaders)
+from nfnets_mm.converters import CheckpointDownloadError
 from nfnets_mm.models.backbones import NFNet
 from nfnets_mm.utils import CorruptCheckpointError, UnsafeCheckpointError, safe_load
 from nfnets_mm.utils import checkpoint_schemes, safe_checkpoint
@@ -372,14 +372,17 @@ def test_distributed_rank_0_shares_its_error(server, monkeypatch):
     same class and message, or for other classes as the nearest shared one."""
     url = server.serve('gone.pth', None)  # 404
     sent = _fake_ranks(monkeypatch, 0, server)
-    with pytest.raises(urllib.error.HTTPError):
+    with pytest.raises(CheckpointDownloadError) as info:
         CheckpointLoader.load_checkpoint(url)
-    assert sent == [(1, ['OSError', 'HTTPError: HTTP Error 404: Not Found'])]
+    assert str(info.value).startswith(f'Cannot download {url}: HTTP Error 404: Not Found.')
+    assert sent == [(1, ['CheckpointDownloadError', str(info.value)])]
+    assert isinstance(info.value, OSError)
 
     server.requests.clear()
     for outcome in (['UnsafeCheckpointError', f'Refusing to load checkpoint {url}'],
                     ['CorruptCheckpointError', 'Cannot load checkpoint'],
                     ['RuntimeError', 'does not match the SHA256 prefix'],
+                    ['OSError', 'HTTPError: HTTP Error 404: Not Found'],
                     sent[0][1]):
         _fake_ranks(monkeypatch, 1, server, received=outcome)
         with pytest.raises(Exception) as info:

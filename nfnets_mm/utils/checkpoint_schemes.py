@@ -57,6 +57,8 @@ import logging
 import os
 import os.path as osp
 import re
+import socket
+import urllib.error
 from typing import Any, Callable, List, Optional, Tuple, Type
 from urllib.parse import urlparse
 
@@ -66,24 +68,35 @@ from mmengine.logging import print_log
 from mmengine.runner import CheckpointLoader
 from mmengine.runner import checkpoint as mmengine_checkpoint
 
+from nfnets_mm.converters import pretrained
+from nfnets_mm.converters.pretrained import (CheckpointDownloadError,
+                                             CheckpointNotFoundError, load_checkpoint_file)
 from .safe_checkpoint import (CorruptCheckpointError, UnsafeCheckpointError,
-                              load_with_allowlist, safe_load)
+                              load_with_allowlist)
 
 __all__ = ['load_from_local_safe', 'load_from_http_safe', 'load_from_openmmlab_safe',
-           'load_from_mmcls_safe', 'load_from_torchvision_safe', 'make_safe_loader',
-           'secure_registered_schemes']
+           'load_from_mmcls_safe', 'load_from_torchvision_safe', 'load_from_dm_nfnets_safe',
+           'make_safe_loader', 'secure_registered_schemes']
 
 
 def load_from_local_safe(filename: str, map_location: Any = None) -> Any:
-    """MMEngine ``CheckpointLoader`` backend for local files using ``safe_load``.
+    """MMEngine ``CheckpointLoader`` backend for local files: ``safe_load`` for PyTorch
+    checkpoints, DeepMind and timm weights converted
+    (:func:`~nfnets_mm.converters.pretrained.load_checkpoint_file`).
 
     Registered for the empty prefix (every path no other scheme claims), replacing
     MMEngine's ``load_from_local``.
+
+    Raises:
+        CheckpointNotFoundError: ``filename`` does not exist (a ``FileNotFoundError``
+            whose message says how to get pretrained weights).
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
-    return safe_load(filename, map_location=map_location)
+        raise CheckpointNotFoundError(
+            f'Checkpoint {filename} does not exist (can not be found). '
+            + pretrained.how_to_get(filename))
+    return load_checkpoint_file(filename, map_location=map_location)
 
 
 # ----------------------------------------------------------------------------
@@ -124,6 +137,12 @@ def _download(url: str, cached_file: str, progress: bool) -> None:
     print_log(f'Downloading "{url}" to {cached_file}', logger='current')
     try:
         torch.hub.download_url_to_file(url, cached_file, hash_prefix, progress=progress)
+    except (urllib.error.URLError, socket.timeout, ConnectionError) as e:
+        reason = getattr(e, 'reason', None) if not isinstance(
+            e, urllib.error.HTTPError) else None
+        raise CheckpointDownloadError(
+            f'Cannot download {url}: {reason or e}. Nothing was kept. '
+            + pretrained.how_to_get(url, cached_file)) from None
     except RuntimeError as e:
         if hash_prefix is None or 'hash' not in str(e):
             raise
@@ -142,17 +161,16 @@ def _load_url(url: str, model_dir: Optional[str], map_location: Any,
     cached_file = _cache_file(url, model_dir)
     if not osp.exists(cached_file):
         _download(url, cached_file, progress)
-    return load_with_allowlist(
-        cached_file,
-        lambda: torch.load(cached_file, map_location=map_location, weights_only=True),
-        url=url)
+    return load_checkpoint_file(
+        cached_file, map_location, url=url,
+        cache_dir=pretrained.converted_cache_dir(osp.dirname(cached_file)))
 
 
 #: Errors the other ranks re-raise when rank 0 fails, most specific first: rank 0's
 #: error is sent as the first of these it is an instance of.
 _SHARED_ERRORS: Tuple[Type[Exception], ...] = (
-    UnsafeCheckpointError, CorruptCheckpointError, FileNotFoundError, OSError,
-    ValueError, RuntimeError)
+    UnsafeCheckpointError, CorruptCheckpointError, CheckpointDownloadError,
+    FileNotFoundError, OSError, ValueError, TypeError, RuntimeError)
 
 
 def _shareable(error: Exception) -> List[str]:
@@ -289,6 +307,15 @@ def load_from_mmcls_safe(filename: str, map_location: Any = None) -> Any:
     return mmengine_checkpoint._process_mmcls_checkpoint(checkpoint)
 
 
+def load_from_dm_nfnets_safe(filename: str, map_location: Any = None) -> Any:
+    """``dm-nfnets://F0`` ... ``dm-nfnets://F6``: DeepMind's released weights of that
+    variant (the URL from :func:`~nfnets_mm.converters.pretrained.dm_weights_url`, i.e.
+    ``get_variant(name).dm_weights_url``), loaded, converted and cached by
+    :func:`load_from_http_safe`."""
+    _, name = _strip_prefix(filename, (pretrained.DM_SCHEME, ))
+    return load_from_http_safe(pretrained.dm_weights_url(name), map_location=map_location)
+
+
 # ----------------------------------------------------------------------------
 # every other scheme, and the installation
 # ----------------------------------------------------------------------------
@@ -318,6 +345,7 @@ _SAFE_LOADERS = (
     ('mmcls://', 'load_from_mmcls', load_from_mmcls_safe),
     (('modelzoo://', 'torchvision://'), 'load_from_torchvision',
      load_from_torchvision_safe),
+    (pretrained.DM_SCHEME, None, load_from_dm_nfnets_safe),
 )
 
 
@@ -345,7 +373,8 @@ def secure_registered_schemes() -> None:
     for prefixes, mmengine_name, loader in _SAFE_LOADERS:
         loader._nfnets_mm_safe = True
         CheckpointLoader.register_scheme(prefixes=prefixes, loader=loader, force=True)
-        setattr(mmengine_checkpoint, mmengine_name, loader)
+        if mmengine_name is not None:
+            setattr(mmengine_checkpoint, mmengine_name, loader)
     for prefix, loader in list(CheckpointLoader._schemes.items()):
         if not getattr(loader, '_nfnets_mm_safe', False):
             CheckpointLoader.register_scheme(
@@ -355,6 +384,7 @@ def secure_registered_schemes() -> None:
             setattr(mmengine_checkpoint, name,
                     make_safe_loader(getattr(mmengine_checkpoint, name)))
     _secure_loader_lookup()
+    pretrained.install_arch_check()
 
 
 secure_registered_schemes()

@@ -43,6 +43,7 @@ import re
 import tarfile
 import threading
 import zipfile
+from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -51,14 +52,20 @@ import torch
 from mmengine.logging import HistoryBuffer
 
 __all__ = ['ALLOWLIST', 'HISTORY_BUFFER_METHODS', 'UnsafeCheckpointError',
-           'CorruptCheckpointError', 'safe_load', 'load_with_allowlist',
-           'allowlisted_names']
+           'UnsafePickleError', 'CorruptCheckpointError', 'RestrictedUnpickler',
+           'restricted_load', 'safe_load', 'load_with_allowlist', 'allowlisted_names']
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
 
 
 class UnsafeCheckpointError(RuntimeError):
     """A checkpoint holds a pickled global that weights-only loading refuses."""
+
+
+class UnsafePickleError(UnsafeCheckpointError, pickle.UnpicklingError):
+    """A plain pickle (not a PyTorch checkpoint) references a global that
+    :class:`RestrictedUnpickler` refuses; nothing from it was executed.  Both an
+    :class:`UnsafeCheckpointError` and a ``pickle.UnpicklingError``."""
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -96,6 +103,14 @@ def _numpy_multiarray():
     except ImportError:  # pragma: no cover - numpy 1.x
         from numpy.core import multiarray
     return multiarray
+
+
+def _numpy_numeric():
+    try:
+        from numpy._core import numeric  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import numeric
+    return numeric
 
 
 def _numpy_globals() -> List[SafeGlobal]:
@@ -151,6 +166,73 @@ def allowlisted_names() -> List[str]:
         else:
             names.append(f'{item.__module__}.{item.__qualname__}')
     return names
+
+
+# ----------------------------------------------------------------------------
+# plain pickles (DeepMind's F*_haiku.npz): the package's one restricted unpickler
+# ----------------------------------------------------------------------------
+def _latin1_encode(text: str, encoding: str = 'latin1') -> bytes:
+    """``_codecs.encode`` as protocol <= 2 pickles of ``bytes`` use it, nothing else."""
+    if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
+        raise UnsafePickleError('refusing _codecs.encode with anything but (str, "latin1").')
+    return text.encode('latin1')
+
+
+def _restricted_globals() -> Dict[Tuple[str, str], Any]:
+    """``(module, name) -> object`` that :class:`RestrictedUnpickler` may rebuild: the
+    NumPy part of :data:`ALLOWLIST` (arrays, dtypes, scalars, under numpy 1.x and 2.x
+    names), ``_frombuffer`` (protocol-5 arrays), builtin containers and the latin-1
+    ``bytes`` helper.  No ``HistoryBuffer``: plain pickles are parameter dicts."""
+    allowed: Dict[Tuple[str, str], Any] = {}
+    for item in _numpy_globals():
+        obj, name = item if isinstance(item, tuple) else (item, None)
+        if name is None:
+            name = f'{obj.__module__}.{obj.__qualname__}'
+        module, _, attr = name.rpartition('.')
+        allowed[(module, attr)] = obj
+    allowed[('numpy', 'ndarray')] = np.ndarray
+    allowed[('numpy', 'dtype')] = np.dtype
+    for module in ('numpy.core.numeric', 'numpy._core.numeric'):
+        allowed[(module, '_frombuffer')] = _numpy_numeric()._frombuffer
+    for container in (dict, list, tuple, set, frozenset, bytearray):
+        allowed[('builtins', container.__name__)] = container
+    allowed[('collections', 'OrderedDict')] = OrderedDict
+    allowed[('_codecs', 'encode')] = _latin1_encode
+    return allowed
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler for plain pickles of parameters: it rebuilds only NumPy arrays,
+    dtypes and scalars and builtin containers (:func:`_restricted_globals`).
+
+    Any other global (``os.system``, ``builtins.eval``, a Haiku or JAX class ...) is
+    refused with :class:`UnsafePickleError` before it is imported, so loading an
+    untrusted file cannot execute code.  PyTorch checkpoints go through
+    :func:`safe_load` instead (their tensors need PyTorch's own weights-only
+    unpickler); both admit the same NumPy globals.
+    """
+
+    _ALLOWED: Optional[Dict[Tuple[str, str], Any]] = None
+
+    def find_class(self, module: str, name: str) -> Any:
+        if RestrictedUnpickler._ALLOWED is None:
+            RestrictedUnpickler._ALLOWED = _restricted_globals()
+        try:
+            return RestrictedUnpickler._ALLOWED[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f'refusing to load global {module}.{name} from the pickle: only a (nested) '
+                'dict of numpy arrays is accepted (allowed globals: numpy array/dtype/scalar '
+                'reconstruction and builtin containers).') from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickleError('refusing a pickle with persistent ids.')
+
+
+def restricted_load(stream: Any) -> Any:
+    """Unpickle one object from the binary file ``stream`` with
+    :class:`RestrictedUnpickler`."""
+    return RestrictedUnpickler(stream).load()
 
 
 # ----------------------------------------------------------------------------
@@ -419,8 +501,8 @@ def _check_history_buffer_methods(f: Any, before: Dict[str, Callable],
 #: Names that moved to :mod:`nfnets_mm.utils.checkpoint_schemes`.
 _MOVED = frozenset([
     'load_from_local_safe', 'load_from_http_safe', 'load_from_openmmlab_safe',
-    'load_from_mmcls_safe', 'load_from_torchvision_safe', 'make_safe_loader',
-    'secure_registered_schemes'])
+    'load_from_mmcls_safe', 'load_from_torchvision_safe', 'load_from_dm_nfnets_safe',
+    'make_safe_loader', 'secure_registered_schemes'])
 
 
 def __getattr__(name: str) -> Any:
