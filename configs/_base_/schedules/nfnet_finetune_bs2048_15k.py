@@ -4,8 +4,10 @@
 # SGD-Nesterov 0.9, wd 2e-5 and AGC 0.01 (not on the classifier weight) as in the NFNet
 # recipe (the paper does not list them for fine-tuning). No EMA.
 optim_wrapper = dict(
+    # bf16 autocast where the GPU has it, else fp16 (logged); no loss scaling for bf16.
     type='AmpAGCOptimWrapper',
-    loss_scale='dynamic',
+    dtype='auto',
+    loss_scale='auto',
     constructor='AGCOptimWrapperConstructor',
     optimizer=dict(type='SGD', lr=0.1, momentum=0.9, nesterov=True, weight_decay=2e-5),
     clip_grad=dict(type='agc', clipping=0.01, eps=1e-3, exclude=['head.fc.weight']),
@@ -24,4 +26,4 @@ test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=2048, enable=False)
 
 # RNGStateHook: RNG states in every checkpoint, restored on resume (docs/training.md).
-custom_hooks = [dict(type='PlotCurveHook'), dict(type='RNGStateHook')]
+custom_hooks = [dict(type='NFPlotCurveHook'), dict(type='NFRNGStateHook')]

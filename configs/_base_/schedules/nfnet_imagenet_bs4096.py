@@ -4,9 +4,13 @@
 # parameter but the classifier weight, EMA of the weights with decay 0.99999.
 # (the types below come from nfnets_mm: the model base / leaf configs import it)
 optim_wrapper = dict(
-    # AMP is the GPU analogue of DeepMind's bf16; AGC sees the unscaled gradients.
+    # DeepMind trains in bf16 with fp32 master weights: dtype='auto' autocasts to bf16
+    # where the GPU computes it natively (Ampere+), else to fp16 with a logged message;
+    # loss_scale='auto' = no scaling for bf16, dynamic for fp16. AGC sees the unscaled
+    # gradients. dtype='float16' / 'bfloat16' / 'float32' force one.
     type='AmpAGCOptimWrapper',
-    loss_scale='dynamic',
+    dtype='auto',
+    loss_scale='auto',
     # Groups the parameters by name: no decay on gains / biases / skip gains (its
     # default paramwise_cfg) and no AGC on the names in clip_grad.exclude.
     constructor='AGCOptimWrapperConstructor',
@@ -42,11 +46,11 @@ custom_hooks = [
     # MomentumAnnealingEMA is one step off: gamma / (gamma + t)); WarmupEMAHook gives it
     # the initial weights so the first update is 0.1 * w_0 + 0.9 * w_1, as DeepMind's.
     # Validation and saved checkpoints use the averaged weights.
-    dict(type='WarmupEMAHook', ema_type='DeepMindEMA', momentum=1e-5, warmup=True,
+    dict(type='NFWarmupEMAHook', ema_type='NFDeepMindEMA', momentum=1e-5, warmup=True,
          priority='ABOVE_NORMAL'),
     # PNG of loss / lr / AGC clip fraction / accuracy in the run's log folder at the end.
-    dict(type='PlotCurveHook'),
+    dict(type='NFPlotCurveHook'),
     # RNG states (Python, NumPy, torch CPU / CUDA, per rank) in every checkpoint, restored
     # on resume (docs/training.md, "What resume restores").
-    dict(type='RNGStateHook'),
+    dict(type='NFRNGStateHook'),
 ]

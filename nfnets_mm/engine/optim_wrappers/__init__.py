@@ -8,3 +8,7 @@ __all__ = [
     'AGCOptimWrapperConstructor', 'NF_NO_DECAY_NAMES', 'AGCOptimWrapper',
     'AmpAGCOptimWrapper', 'NonFiniteGradientError', 'parse_agc_cfg'
 ]
+
+from .amp_dtype import VALID_DTYPES, native_bf16_supported, resolve_amp_dtype  # noqa: E402
+
+__all__ += ['VALID_DTYPES', 'native_bf16_supported', 'resolve_amp_dtype']

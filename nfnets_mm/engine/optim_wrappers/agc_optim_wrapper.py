@@ -9,7 +9,8 @@ from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
 from nfnets_mm.registry import OPTIM_WRAPPERS
-from .agc import adaptive_clip_grad_, norm_dtype
+from .agc import UNIT_KINDS, adaptive_clip_grad_, norm_dtype
+from .amp_dtype import resolve_amp_dtype, resolve_loss_scale
 
 #: Keys accepted in ``clip_grad`` when ``type='agc'``.
 AGC_KEYS = ('type', 'clipping', 'eps', 'grad_eps', 'exclude', 'log_stats',
@@ -89,8 +90,10 @@ class AGCMixin:
 
     ``clip_grad`` keys: ``clipping`` (lambda, 0.01), ``eps`` (1e-3), ``grad_eps`` (1e-6),
     ``exclude`` (name patterns, used by the constructor), ``log_stats`` (True: record
-    ``train/agc_clip_fraction``, ``train/agc_mean_factor`` and ``train/agc_skipped`` in
-    the message hub), ``max_consecutive_skips`` (25; ``None`` never stops).
+    ``train/agc_clip_fraction``, ``train/agc_mean_factor``, the clip fraction per unit
+    kind ``train/agc_clip_fraction_{weights,gains_biases,skip_gains}``, the largest clip
+    ratio ``train/agc_max_clip_ratio`` and ``train/agc_skipped`` in the message hub, all
+    from the one host read above), ``max_consecutive_skips`` (25; ``None`` never stops).
     """
 
     def __init__(self, *args, clip_grad: Optional[dict] = None, **kwargs) -> None:
@@ -140,7 +143,8 @@ class AGCMixin:
             NonFiniteGradientError: ``max_consecutive_skips`` updates in a row had a
                 non-finite gradient.
         """
-        sums, total, finite = self._clip_and_check()
+        sums, units, finite = self._clip_and_check()
+        total = units[0]
         # One device-to-host read per update: the flag, with the statistics.
         values = [finite.float().reshape(1)]
         if sums is not None:
@@ -148,13 +152,8 @@ class AGCMixin:
         flag, *stats = torch.cat(values).tolist()
         ok = flag == 1.0
         if self.agc_cfg['log_stats']:
-            if ok and total:
-                clipped, factor_sum = stats
-                self.message_hub.update_scalar('train/agc_clip_fraction', clipped / total)
-                self.message_hub.update_scalar('train/agc_mean_factor', factor_sum / total)
-            elif not ok:
-                self.message_hub.update_scalar('train/agc_clip_fraction', math.nan)
-                self.message_hub.update_scalar('train/agc_mean_factor', math.nan)
+            for key, value in self._agc_log_values(ok, stats, units).items():
+                self.message_hub.update_scalar(f'train/{key}', value)
             self.message_hub.update_scalar('train/agc_skipped', 0 if ok else 1)
         if ok:
             self.consecutive_skips = 0
@@ -179,13 +178,42 @@ class AGCMixin:
                 'clip_grad.max_consecutive_skips sets the limit (None: never stop).')
         return False
 
-    def _clip_and_check(self) -> Tuple[Optional[torch.Tensor], int, torch.Tensor]:
+    @staticmethod
+    def _agc_log_values(ok: bool, stats: List[float], units: Tuple[int, ...]) -> dict:
+        """The logged statistics (without ``train/``) from the host-read ``stats``.
+
+        ``agc_clip_fraction`` and ``agc_mean_factor`` over all units;
+        ``agc_clip_fraction_<kind>`` per unit kind present (:data:`UNIT_KINDS`: weights,
+        gains and biases, skip gains) and ``agc_max_clip_ratio``, the largest
+        ``||G_i|| / (clipping * max(||W_i||, eps))`` (above 1: that unit was scaled down
+        by this factor).  NaN for a skipped (non-finite) update; nothing without units.
+        """
+        total, by_kind = units[0], units[1:]
+        if not total:
+            return {}
+        keys = ['agc_clip_fraction', 'agc_mean_factor'] + [
+            f'agc_clip_fraction_{kind}' for kind, n in zip(UNIT_KINDS, by_kind) if n]
+        keys.append('agc_max_clip_ratio')
+        if not ok:
+            return {key: math.nan for key in keys}
+        clipped, factor_sum, *kind_clipped, max_ratio = stats
+        values = dict(agc_clip_fraction=clipped / total, agc_mean_factor=factor_sum / total)
+        for kind, n, c in zip(UNIT_KINDS, by_kind, kind_clipped):
+            if n:
+                values[f'agc_clip_fraction_{kind}'] = c / n
+        values['agc_max_clip_ratio'] = max_ratio
+        return values
+
+    def _clip_and_check(self) -> Tuple[Optional[torch.Tensor], Tuple[int, ...],
+                                       torch.Tensor]:
         """Clip every AGC group; check the gradients of the excluded groups.
 
         Returns:
-            tuple: ``(sums, total, finite)``: ``sums`` = (clipped units, sum of factors)
-            as a 2-vector tensor (``None`` if nothing was clipped), ``total`` units, and
-            a 0-d bool tensor, ``True`` when every gradient of the optimizer is finite.
+            tuple: ``(stats, units, finite)``: ``stats`` = (clipped units, sum of
+            factors, clipped units per kind (3), largest clip ratio) as one 6-vector
+            tensor (``None`` if nothing was clipped); ``units`` = (total units, units
+            per kind (3)); ``finite``, a 0-d bool tensor, ``True`` when every gradient
+            of the optimizer is finite.
         """
         by_clipping, unclipped = {}, []
         for group in self.optimizer.param_groups:
@@ -195,23 +223,30 @@ class AGCMixin:
                 continue
             clipping = group.get('agc_clipping', self.agc_cfg['clipping'])
             by_clipping.setdefault(clipping, []).extend(params)
-        sums, total, finite = None, 0, None
+        sums, max_ratio, units, finite = None, None, [0, 0, 0, 0], None
         for clipping, params in by_clipping.items():
             if not params:
                 continue
             stats = adaptive_clip_grad_(params, clipping=clipping, eps=self.agc_cfg['eps'],
                                         grad_eps=self.agc_cfg['grad_eps'])
-            step = torch.stack([stats.clipped_units.float(),
-                                stats.mean_factor.float() * stats.total_units])
+            step = torch.cat([torch.stack([stats.clipped_units.float(),
+                                           stats.mean_factor.float() * stats.total_units]),
+                              stats.clipped_by_kind.float()])
             sums = step if sums is None else sums + step.to(sums.device)
-            total += stats.total_units
+            ratio = stats.max_clip_ratio.float()
+            max_ratio = ratio if max_ratio is None else torch.maximum(
+                max_ratio, ratio.to(max_ratio.device))
+            for i, n in enumerate((stats.total_units, ) + tuple(stats.units_by_kind)):
+                units[i] += n
             finite = _and(finite, stats.all_finite)
         for p in unclipped:
             norm = torch.linalg.vector_norm(p.grad, dtype=norm_dtype(p.grad.dtype))
             finite = _and(finite, torch.isfinite(norm))
         if finite is None:
             finite = torch.ones((), dtype=torch.bool)
-        return sums, total, finite
+        if sums is not None:
+            sums = torch.cat([sums, max_ratio.reshape(1).to(sums.device)])
+        return sums, tuple(units), finite
 
     def agc_params(self) -> List[torch.Tensor]:
         """Parameters AGC acts on (for inspection and tests)."""
@@ -247,10 +282,26 @@ class AGCOptimWrapper(AGCMixin, OptimWrapper):
 class AmpAGCOptimWrapper(AGCMixin, AmpOptimWrapper):
     """:class:`~mmengine.optim.AmpOptimWrapper` with AGC on the unscaled gradients.
 
-    Takes the arguments of both (``loss_scale``, ``dtype`` ...).  Steps whose
+    Takes the arguments of both (``loss_scale``, ``dtype``, ``use_fsdp`` ...).  Steps whose
     gradients overflow are skipped by the ``GradScaler`` as usual, and counted and logged
     as :class:`AGCMixin` describes.
+
+    Args:
+        loss_scale (str | float | dict): ``'auto'`` (default): ``'dynamic'`` for fp16
+            autocast, no scaling (a static scale of 1.0) for bf16 / fp32 / fp64, which
+            have fp32's exponent range.  Otherwise as MMEngine's ``AmpOptimWrapper``.
+        dtype (str | torch.dtype | None): ``'auto'`` (default): bfloat16 autocast where the
+            GPU computes bf16 natively (``torch.cuda.is_bf16_supported``; DeepMind trains
+            NFNets in bf16), else float16 with a logged message.  ``'float16'``,
+            ``'bfloat16'``, ``'float32'``, ``'float64'`` (or the torch dtypes) force one;
+            ``None`` is MMEngine's default (fp16 on CUDA).  Anything else is refused,
+            naming the valid choices (:mod:`~nfnets_mm.engine.optim_wrappers.amp_dtype`).
     """
+
+    def __init__(self, *args, loss_scale='auto', dtype='auto', **kwargs) -> None:
+        dtype = resolve_amp_dtype(dtype)
+        super().__init__(*args, loss_scale=resolve_loss_scale(loss_scale, dtype), dtype=dtype,
+                         **kwargs)
 
     def step(self, **kwargs) -> None:
         """Unscale, clip with AGC, then let the ``GradScaler`` step (or skip) and update."""
