@@ -14,9 +14,10 @@ Names.  The root registries are shared by every OpenMMLab package and plugin, an
 registering a name twice raises ``KeyError: ... is already registered``.  So every
 name nfnets_mm registers is NF-prefixed (``NFNet``, ``NFResNet``, ``NFNetClsHead``,
 ``NFGammaAct``, ``NFScaledStdConv2d``, ``NFStochasticDepth``, ``NFConvNorm``,
-``NFSqueezeExcite``, ``NFNetEvalResizeCrop``, ...) or one of :data:`PUBLIC_NAMES`, the
-documented AGC names of the paper.  Where a layer's Python class keeps its plain name
-(``ScaledStdConv2d``, ``GammaAct``), it is registered under the prefixed one, as mmcv
+``NFSqueezeExcite``, ``NFNetEvalResizeCrop``, ``NFRNGStateHook``, ``NFPlotCurveHook``,
+``NFWarmupEMAHook``, ``NFDeepMindEMA``, ``NFHalfMixupHalfCutMix``, ...) or one of :data:`PUBLIC_NAMES`, the
+documented AGC names of the paper.  Where a Python class keeps its plain name
+(``ScaledStdConv2d``, ``GammaAct``, ``RNGStateHook``), it is registered under the prefixed one, as mmcv
 registers its ``SyncBatchNorm`` as ``MMSyncBN``.  Torch's own activations are not
 registered here (``build_activation`` falls back to ``torch.nn``).
 """

@@ -104,7 +104,7 @@ def test_bad_shapes_are_rejected():
 
 def test_built_from_a_classifier_train_cfg():
     """The recipe's ``train_cfg.augments`` reaches MMPretrain's data preprocessor."""
-    assert isinstance(BATCH_AUGMENTS.build(dict(type='HalfMixupHalfCutMix')),
+    assert isinstance(BATCH_AUGMENTS.build(dict(type='NFHalfMixupHalfCutMix')),
                       HalfMixupHalfCutMix)
     model = MODELS.build(
         dict(type='ImageClassifier',
@@ -115,7 +115,7 @@ def test_built_from_a_classifier_train_cfg():
              head=dict(type='NFNetClsHead', num_classes=4, in_channels=64,
                        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1)),
              data_preprocessor=dict(num_classes=4, mean=[0, 0, 0], std=[1, 1, 1]),
-             train_cfg=dict(augments=dict(type='HalfMixupHalfCutMix', mixup_alpha=0.2))))
+             train_cfg=dict(augments=dict(type='NFHalfMixupHalfCutMix', mixup_alpha=0.2))))
     augments = model.data_preprocessor.batch_augments.augments
     assert len(augments) == 1 and isinstance(augments[0], HalfMixupHalfCutMix)
     assert augments[0].mixup.alpha == 0.2

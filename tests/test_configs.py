@@ -157,7 +157,7 @@ def test_imagenet_recipe_numbers(variant):
     assert backbone.drop_path_rate == 0.25
     assert head.dropout_rate == dropout and head.in_channels == 3072
     assert head.loss == dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')
-    assert cfg.model.train_cfg.augments == dict(type='HalfMixupHalfCutMix', mixup_alpha=0.2,
+    assert cfg.model.train_cfg.augments == dict(type='NFHalfMixupHalfCutMix', mixup_alpha=0.2,
                                                  cutmix_alpha=1.0)
     # batch 4096 = 8 GPUs x per-GPU batch; lr 0.1 x 4096 / 256.
     assert cfg.train_dataloader.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 4096
@@ -174,7 +174,7 @@ def test_imagenet_recipe_numbers(variant):
     assert (cosine.type, cosine.begin, cosine.end, cosine.eta_min) == (
         'CosineAnnealingLR', 5, 360, 0.)
     ema = [h for h in cfg.custom_hooks if 'EMA' in h.type]
-    assert len(ema) == 1 and ema[0].momentum == 1e-5 and ema[0].ema_type == 'DeepMindEMA'
+    assert len(ema) == 1 and ema[0].momentum == 1e-5 and ema[0].ema_type == 'NFDeepMindEMA'
     train = cfg.train_dataloader.dataset.pipeline
     rrc = pipeline_step(train, 'RandomResizedCrop')
     assert (rrc.scale, tuple(rrc.crop_ratio_range)) == (train_px, (0.08, 1.0))
@@ -289,7 +289,7 @@ def test_demo_config_is_cpu_friendly():
     assert cfg.optim_wrapper.type == 'AGCOptimWrapper'  # no AMP on CPU
     assert cfg.optim_wrapper.clip_grad.exclude == ['head.fc.weight']
     assert cfg.default_hooks.logger.interval <= 10
-    assert {h.type for h in cfg.custom_hooks} >= {'PlotCurveHook'}
+    assert {h.type for h in cfg.custom_hooks} >= {'NFPlotCurveHook'}
     assert cfg.train_dataloader.dataset.data_root == 'data/demo/cls'
     assert cfg.model.head.num_classes == 6
 

@@ -66,7 +66,7 @@ def test_no_warmup_is_plain_ema():
 
 def test_warmup_ema_hook_syncs_the_initialised_weights():
     model = nn.Linear(3, 5)
-    hook = HOOKS.build(dict(type='WarmupEMAHook', ema_type='DeepMindEMA', momentum=1e-5))
+    hook = HOOKS.build(dict(type='NFWarmupEMAHook', ema_type='NFDeepMindEMA', momentum=1e-5))
     runner = SimpleNamespace(model=model, max_iters=10, max_epochs=1)
     hook.before_run(runner)  # copies the not yet initialised model
     nn.init.constant_(model.weight, 3.)  # the runner initialises weights after before_run
@@ -77,7 +77,7 @@ def test_warmup_ema_hook_syncs_the_initialised_weights():
     hook.after_train_iter(SimpleNamespace(iter=0, epoch=0), 0)
     # First update averages with the initial weights: 0.1 * 3 + 0.9 * 5.
     assert torch.allclose(hook.ema_model.module.weight, torch.full((5, 3), 4.8))
-    assert MODELS.get('DeepMindEMA') is DeepMindEMA
+    assert MODELS.get('NFDeepMindEMA') is DeepMindEMA
 
 
 def test_plot_curve_hook_reads_scalars_and_writes_png(tmp_path):

@@ -87,7 +87,7 @@ def _write_demo_cfg(path, data_root, rng_hook=True, diff_rank_seed=False):
     """The demo config on 16 training / 8 validation images, 3 epochs of 2 iterations
     (1 per rank on 2 ranks), checkpoint + validation every epoch, stochastic depth and
     dropout switched on."""
-    hooks = "dict(type='RNGStateHook')" if rng_hook else ''
+    hooks = "dict(type='NFRNGStateHook')" if rng_hook else ''
     with open(path, 'w') as f:
         f.write(f"""
 _base_ = [{DEMO_CFG!r}]
@@ -295,7 +295,7 @@ def _iter_cfg(data_root, work_dir, rng_hook):
     stochastic depth, dropout and validation at the checkpoint iteration."""
     return tiny_runner_cfg(
         data_root, work_dir, 4, augment=True, drop_rate=0.3, val_interval=2,
-        custom_hooks=[dict(type='RNGStateHook')] if rng_hook else [], deterministic=True)
+        custom_hooks=[dict(type='NFRNGStateHook')] if rng_hook else [], deterministic=True)
 
 
 class _Interrupt(Exception):

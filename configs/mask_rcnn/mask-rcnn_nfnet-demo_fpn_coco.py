@@ -92,5 +92,5 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=5),
     checkpoint=dict(type='CheckpointHook', interval=4, max_keep_ckpts=1))
 # RNGStateHook: RNG states in every checkpoint, restored on resume (docs/training.md).
-custom_hooks = [dict(type='PlotCurveHook'), dict(type='RNGStateHook')]
+custom_hooks = [dict(type='NFPlotCurveHook'), dict(type='NFRNGStateHook')]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))

@@ -55,4 +55,4 @@ optim_wrapper = dict(
 val_evaluator = dict(type='CocoMetric', metric=['bbox', 'segm'])
 test_evaluator = val_evaluator
 # RNGStateHook: RNG states in every checkpoint, restored on resume (docs/training.md).
-custom_hooks = [dict(type='PlotCurveHook'), dict(type='RNGStateHook')]
+custom_hooks = [dict(type='NFPlotCurveHook'), dict(type='NFRNGStateHook')]

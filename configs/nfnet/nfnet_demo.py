@@ -100,11 +100,11 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=2, save_best='auto'),
 )
 custom_hooks = [
-    dict(type='PlotCurveHook'),
+    dict(type='NFPlotCurveHook'),
     # Logs a hash of the final weights (and checks that all ranks agree under DDP).
-    dict(type='WeightDigestHook'),
+    dict(type='NFWeightDigestHook'),
     # Saves the RNG states in checkpoints so a resumed run replays the same augmentation.
-    dict(type='RNGStateHook'),
+    dict(type='NFRNGStateHook'),
 ]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0, deterministic=False)

@@ -6,7 +6,7 @@ from mmpretrain.models.utils.batch_augments import CutMix, Mixup
 from mmpretrain.registry import BATCH_AUGMENTS
 
 
-@BATCH_AUGMENTS.register_module()
+@BATCH_AUGMENTS.register_module(name='NFHalfMixupHalfCutMix')  # NF prefix: see nfnets_mm/registry.py
 class HalfMixupHalfCutMix:
     """Apply MixUp to the first half of a batch and CutMix to the second half.
 
@@ -20,7 +20,7 @@ class HalfMixupHalfCutMix:
 
     Use it through a classifier's ``train_cfg``::
 
-        train_cfg=dict(augments=dict(type='HalfMixupHalfCutMix', mixup_alpha=0.2,
+        train_cfg=dict(augments=dict(type='NFHalfMixupHalfCutMix', mixup_alpha=0.2,
                                      cutmix_alpha=1.0))
 
     Args:

@@ -32,7 +32,7 @@ from mmengine.model import ExponentialMovingAverage
 from nfnets_mm.registry import MODELS
 
 
-@MODELS.register_module()
+@MODELS.register_module(name='NFDeepMindEMA')  # NF prefix: see nfnets_mm/registry.py
 class DeepMindEMA(ExponentialMovingAverage):
     """EMA with DeepMind's warmup: ``momentum_t = max(momentum, 1 - (1 + t) / (10 + t))``.
 

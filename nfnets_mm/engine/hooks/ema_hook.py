@@ -4,7 +4,7 @@ from mmengine.hooks import EMAHook
 from nfnets_mm.registry import HOOKS
 
 
-@HOOKS.register_module()
+@HOOKS.register_module(name='NFWarmupEMAHook')  # NF prefix: see nfnets_mm/registry.py
 class WarmupEMAHook(EMAHook):
     """MMEngine's :class:`~mmengine.hooks.EMAHook` plus one step at ``before_train``.
 
@@ -16,7 +16,7 @@ class WarmupEMAHook(EMAHook):
     without a ``sync`` method are left to MMEngine's usual first-update copy.
 
     Args: as :class:`~mmengine.hooks.EMAHook`; e.g.
-        ``dict(type='WarmupEMAHook', ema_type='DeepMindEMA', momentum=1e-5,
+        ``dict(type='NFWarmupEMAHook', ema_type='NFDeepMindEMA', momentum=1e-5,
         priority='ABOVE_NORMAL')``.
     """
 

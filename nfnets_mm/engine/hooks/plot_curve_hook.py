@@ -45,7 +45,7 @@ def read_scalars(path: str) -> Tuple[Series, Series]:
     return train, val
 
 
-@HOOKS.register_module()
+@HOOKS.register_module(name='NFPlotCurveHook')  # NF prefix: see nfnets_mm/registry.py
 class PlotCurveHook(Hook):
     """Save a PNG of the logged training curves when training ends.
 

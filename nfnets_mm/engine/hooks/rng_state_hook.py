@@ -111,7 +111,7 @@ class _RestoreBeforeNext:
         return getattr(self._iterator, name)
 
 
-@HOOKS.register_module()
+@HOOKS.register_module(name='NFRNGStateHook')  # NF prefix: see nfnets_mm/registry.py
 class RNGStateHook(Hook):
     """Make ``kill -9`` + resume end with the same weights as an uninterrupted run.
 

@@ -26,7 +26,7 @@ def state_dict_digest(state_dict: Dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-@HOOKS.register_module()
+@HOOKS.register_module(name='NFWeightDigestHook')  # NF prefix: see nfnets_mm/registry.py
 class WeightDigestHook(Hook):
     """Log a digest of the model weights of every rank and fail if they differ.
 
