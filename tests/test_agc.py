@@ -917,3 +917,113 @@ def test_amp_overflow_is_counted_and_logged_as_skipped(monkeypatch):
     assert math.isnan(_scalar(wrapper, 'train/agc_clip_fraction'))
     wrapper.update_params(loss_fn(model, make_batch(1)))
     assert _scalar(wrapper, 'train/agc_skipped') == 0 and wrapper.consecutive_skips == 0
+
+
+# --------------------------------------------------------------------------------------
+# Statistics per unit kind (issue 12: SkipInit x AGC made visible)
+# --------------------------------------------------------------------------------------
+
+KIND_SHAPES = {'weights': [(8, 4, 3, 3), (6, 5)], 'gains_biases': [(7, ), (5, 1)],
+               'skip_gains': [(), (1, )]}
+
+
+def _kind_params():
+    """Parameters of every kind, with a zero skip gain (the eps floor clips it) and a mix
+    of clipped and unclipped units elsewhere; listed in a shuffled kind order."""
+    params = {}
+    for kind, shapes in KIND_SHAPES.items():
+        params[kind] = [_param(s, seed=10 + i) for i, s in enumerate(shapes)]
+    params['weights'][0].grad[::2] *= 1e-4
+    params['gains_biases'][0].grad *= 1e-4
+    with torch.no_grad():
+        params['skip_gains'][0].zero_()  # SkipInit: norm 0, capped at clipping * eps
+    params['skip_gains'][0].grad.fill_(1e-2)
+    params['skip_gains'][1].grad.fill_(1e-6)  # tiny: not clipped
+    order = [params['gains_biases'][1], params['weights'][0], params['skip_gains'][0],
+             params['gains_biases'][0], params['skip_gains'][1], params['weights'][1]]
+    return params, order
+
+
+def _expected_kind_stats(params, clipping, eps=1e-3):
+    clipped, units, ratios = {}, {}, []
+    for kind, plist in params.items():
+        factors = []
+        for p in plist:
+            factors += eq3_clip(p, p.grad, clipping, eps)[1]
+            single = sum(1 for s in p.shape if s > 1) <= 1
+            w = p.detach().double().reshape(1 if single else p.shape[0], -1)
+            g = p.grad.double().reshape(1 if single else p.shape[0], -1)
+            ratios += (g.norm(dim=1) / (clipping * w.norm(dim=1).clamp_min(eps))).tolist()
+        clipped[kind] = sum(f < 1 for f in factors)
+        units[kind] = len(factors)
+    return clipped, units, max(ratios)
+
+
+@pytest.mark.parametrize('stack', [False, True])
+def test_clip_statistics_per_unit_kind_and_max_ratio(stack):
+    from nfnets_mm.engine.optim_wrappers.agc import UNIT_KINDS
+    clipping = 0.05
+    params, order = _kind_params()
+    clipped, units, max_ratio = _expected_kind_stats(params, clipping)
+    assert clipped['skip_gains'] == 1 and 0 < clipped['weights'] < units['weights']
+    stats = adaptive_clip_grad_(order, clipping=clipping, stack_same_shapes=stack)
+    assert stats.units_by_kind == tuple(units[k] for k in UNIT_KINDS)
+    assert stats.clipped_by_kind.tolist() == [clipped[k] for k in UNIT_KINDS]
+    assert int(stats.clipped_units) == sum(clipped.values())
+    # the zero skip gain's ratio: 1e-2 / (0.05 * 1e-3) = 200
+    assert max_ratio == pytest.approx(200.)
+    assert float(stats.max_clip_ratio) == pytest.approx(max_ratio, rel=1e-5)
+
+
+def test_wrapper_logs_clip_fraction_per_kind_in_one_host_read(monkeypatch):
+    """A zero-initialised skip gain (SkipInit) is clipped by the eps floor every step: the
+    per-kind fraction shows it although the unit-weighted overall fraction is small."""
+    model = make_model()
+    with torch.no_grad():
+        model.block.skip_gain.zero_()
+    wrapper = build_optim_wrapper(model, agc_cfg(0.01))
+    reads = []
+    original = torch.Tensor.tolist
+
+    def counting_tolist(self):
+        reads.append(self.numel())
+        return original(self)
+
+    batch = make_batch(3)
+    monkeypatch.setattr(torch.Tensor, 'tolist', counting_tolist)
+    wrapper.update_params(loss_fn(model, batch))
+    monkeypatch.undo()
+    assert len(reads) == 1  # the flag and every statistic in one read
+    hub = wrapper.message_hub
+    for kind in ('weights', 'gains_biases', 'skip_gains'):
+        assert f'train/agc_clip_fraction_{kind}' in hub.log_scalars
+    assert _scalar(wrapper, 'train/agc_clip_fraction_skip_gains') == 1.0
+    assert _scalar(wrapper, 'train/agc_max_clip_ratio') > 1
+    # against the reference on the same gradients (recomputed on an unclipped twin)
+    twin = make_model()
+    with torch.no_grad():
+        twin.block.skip_gain.zero_()
+    loss_fn(twin, batch).backward()
+    named = dict(twin.named_parameters())
+    groups = {'weights': ['stem.weight', 'block.conv.weight'],
+              'gains_biases': ['stem.bias', 'stem.gain', 'block.conv.bias', 'block.conv.gain',
+                               'head.fc.bias'],
+              'skip_gains': ['block.skip_gain']}
+    clipped, units, max_ratio = _expected_kind_stats(
+        {k: [named[n] for n in names] for k, names in groups.items()}, 0.01)
+    for kind in groups:
+        assert _scalar(wrapper, f'train/agc_clip_fraction_{kind}') == pytest.approx(
+            clipped[kind] / units[kind])
+    assert _scalar(wrapper, 'train/agc_max_clip_ratio') == pytest.approx(max_ratio, rel=1e-4)
+    overall = _scalar(wrapper, 'train/agc_clip_fraction')
+    assert overall == pytest.approx(sum(clipped.values()) / sum(units.values()))
+
+
+def test_skipped_update_logs_nan_for_every_kind():
+    model = make_model()
+    wrapper = build_optim_wrapper(model, agc_cfg(0.02, 0.05, 2e-5))
+    _poisoned_backward(wrapper, model, make_batch(1))
+    wrapper.step()
+    for key in ('agc_clip_fraction_weights', 'agc_clip_fraction_gains_biases',
+                'agc_clip_fraction_skip_gains', 'agc_max_clip_ratio'):
+        assert math.isnan(_scalar(wrapper, f'train/{key}')), key

@@ -32,12 +32,27 @@ Norms are taken in ``torch.promote_types(dtype, float32)``: fp16/bf16 tensors in
 in their own precision, complex tensors in their complex dtype (the norm is real).
 A gradient norm that is not finite (a NaN or Inf gradient) is reported in
 :attr:`AGCStats.all_finite`; the optimizer wrappers then skip the update.
+
+**Statistics per unit kind.**  Units are counted by kind (:data:`UNIT_KINDS`), from the
+tensor's shape alone: ``skip_gains`` (one-element tensors: the 0-d SkipInit gains of NF
+blocks), ``gains_biases`` (the other single-unit tensors: WS gains, biases) and
+``weights`` (one unit per output row).  A zero-initialised single unit is where AGC's
+``eps`` floor bites: its update is capped at ``lr * clipping * eps`` per step until its
+norm exceeds ``eps``, so on a short schedule a SkipInit gain that starts at 0 barely moves
+(see ``docs/training.md``, "SkipInit x AGC").  The unit-weighted overall clip fraction
+hides this (there are few such units); the per-kind fractions and the largest clip
+ratio :math:`\\max_i \\|G_i\\| / (\\lambda \\max(\\|W_i\\|, \\epsilon))` show it.  All of
+them are device tensors, read by the optimizer wrappers in their one host read per step.
 """
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
 
 import torch
+
+#: Kinds of AGC units, in the order of :attr:`AGCStats.clipped_by_kind`.
+UNIT_KINDS = ('weights', 'gains_biases', 'skip_gains')
 
 
 @dataclass
@@ -53,10 +68,24 @@ class AGCStats:
     #: 0-d bool: every gradient norm was finite (no NaN / Inf gradient).  When it is
     #: ``False`` the clipped gradients and the statistics above are meaningless.
     all_finite: torch.Tensor
+    #: ``(3,)`` clipped units per kind, in :data:`UNIT_KINDS` order.
+    clipped_by_kind: Optional[torch.Tensor] = None
+    #: Units per kind, in :data:`UNIT_KINDS` order (known from the shapes, no sync).
+    units_by_kind: Tuple[int, int, int] = (0, 0, 0)
+    #: 0-d: the largest ``||G_i|| / (clipping * max(||W_i||, eps))`` over all units;
+    #: above 1 means that unit's gradient was scaled down by this factor.
+    max_clip_ratio: Optional[torch.Tensor] = None
 
     @property
     def clip_fraction(self) -> torch.Tensor:
         return self.clipped_units.float() / max(self.total_units, 1)
+
+
+def unit_kind(tensor: torch.Tensor) -> int:
+    """Index in :data:`UNIT_KINDS` of ``tensor``'s units (from its shape)."""
+    if tensor.numel() == 1:
+        return 2
+    return 1 if is_single_unit(tensor) else 0
 
 
 def is_single_unit(tensor: torch.Tensor) -> bool:
@@ -101,6 +130,12 @@ def _bucket(params: Iterable[torch.Tensor]):
         else:
             mp.append(p.detach())
             mg.append(g.detach())
+    for vp, vg, _, _ in buckets.values():
+        # one-element tensors (skip gains) first, so that each bucket's flat unit vector
+        # is [skip gains | gains and biases | weights] in both strategies
+        order = sorted(range(len(vp)), key=lambda i: vp[i].numel() != 1)
+        vp[:] = [vp[i] for i in order]
+        vg[:] = [vg[i] for i in order]
     return buckets
 
 
@@ -128,7 +163,13 @@ def adaptive_clip_grad_(params: Iterable[torch.Tensor], clipping: float = 0.01,
     if clipping <= 0:
         raise ValueError(f'AGC clipping must be > 0, got {clipping}.')
     clipped, total, factor_sum, finite = None, 0, None, None
+    by_kind, max_ratio, units_by_kind = None, None, [0, 0, 0]
     for (device, _), (vp, vg, mp, mg) in _bucket(params).items():
+        n_skip = sum(1 for p in vp if p.numel() == 1)  # sorted first by _bucket
+        n_single = len(vp)
+        for kind, units in enumerate((sum(p.shape[0] for p in mp), n_single - n_skip,
+                                      n_skip)):
+            units_by_kind[kind] += units
         stack = device.type == 'cuda' if stack_same_shapes is None else stack_same_shapes
         p_norms: List[torch.Tensor] = []
         g_norms: List[torch.Tensor] = []
@@ -140,7 +181,9 @@ def adaptive_clip_grad_(params: Iterable[torch.Tensor], clipping: float = 0.01,
                 by_shape = defaultdict(list)
                 for index, p in enumerate(ps):
                     by_shape[tuple(p.shape)].append(index)
-                for shape, indices in by_shape.items():
+                # one-element shapes (skip gains) first: see _bucket
+                for shape, indices in sorted(by_shape.items(),
+                                             key=lambda item: math.prod(item[0]) != 1):
                     grads = [gs[i] for i in indices]
                     params = [ps[i] for i in indices]
                     if single:
@@ -168,6 +211,12 @@ def adaptive_clip_grad_(params: Iterable[torch.Tensor], clipping: float = 0.01,
         g_norm = torch.cat(g_norms)
         max_norm = p_norm.clamp_min_(eps).mul_(clipping)
         trigger = g_norm > max_norm
+        # [skip gains | gains and biases | weights]: the order _bucket and the stacking
+        # above give; three partial sums, no host sync
+        skip_part, single_part, weight_part = torch.split(
+            trigger, [n_skip, n_single - n_skip, trigger.numel() - n_single])
+        kind_counts = torch.stack([weight_part.sum(), single_part.sum(), skip_part.sum()])
+        bucket_ratio = (g_norm / max_norm).max()
         factor = torch.where(trigger, max_norm / g_norm.clamp_min(grad_eps),
                              torch.ones_like(max_norm))
         parts = torch.split(factor, [n for _, n, _ in segments])
@@ -196,10 +245,15 @@ def adaptive_clip_grad_(params: Iterable[torch.Tensor], clipping: float = 0.01,
         total += factor.numel()
         bucket_finite = torch.isfinite(g_norm).all()
         finite = bucket_finite if finite is None else finite & bucket_finite.to(finite.device)
+        by_kind = kind_counts if by_kind is None else by_kind + kind_counts.to(by_kind.device)
+        max_ratio = bucket_ratio if max_ratio is None else torch.maximum(
+            max_ratio, bucket_ratio.to(max_ratio.device))
     if clipped is None:
         zero = torch.zeros(())
-        return AGCStats(zero.long(), 0, zero + 1.0, torch.ones((), dtype=torch.bool))
-    return AGCStats(clipped, total, factor_sum / total, finite)
+        return AGCStats(zero.long(), 0, zero + 1.0, torch.ones((), dtype=torch.bool),
+                        torch.zeros(3, dtype=torch.long), (0, 0, 0), zero)
+    return AGCStats(clipped, total, factor_sum / total, finite, by_kind,
+                    tuple(units_by_kind), max_ratio)
 
 
 def agc_reference(param: torch.Tensor, grad: torch.Tensor, clipping: float = 0.01,
