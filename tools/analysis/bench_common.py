@@ -1,0 +1,167 @@
+"""Shared pieces of ``tools/analysis/benchmark.py``: timing, memory, tables, output.
+
+Timing is always *interleaved*: every contender runs ``iters`` steps per round, the order
+of the contenders alternates from round to round, and each contender's time is the
+median over rounds of its per-step mean.  On a shared or thermally throttling machine
+this keeps the ratios honest even when absolute times drift; the per-round ratios are
+reported too (median of ``a_i / b_i``).
+"""
+import contextlib
+import datetime
+import importlib
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+import torch
+
+#: The precisions the tool knows; AMP ones map to the autocast dtype.
+PRECISIONS = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+#: Memory formats by their command-line name.
+FORMATS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
+#: Execution modes: eager, or ``torch.compile`` as MMEngine's ``compile=`` option does it.
+MODES = ('eager', 'compile')
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device, so that host timers measure finished work."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def interleaved_times(steps: Dict[str, Callable[[], object]], device: torch.device,
+                      rounds: int, iters: int) -> Dict[str, List[float]]:
+    """Per-step milliseconds of each contender, one value per round.
+
+    Args:
+        steps: name -> callable running one step (warmed up already).
+        device: synchronized around each contender's round.
+        rounds: rounds; odd rounds run the contenders in reverse order.
+        iters: steps per contender per round.
+
+    Returns:
+        dict: name -> list of ``rounds`` per-step means (ms).
+    """
+    names = list(steps)
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(iters):
+                steps[name]()
+            sync(device)
+            times[name].append((time.perf_counter() - start) / iters * 1e3)
+    return times
+
+
+def median_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """Median over rounds of ``a_i / b_i`` (robust to drift shared by both)."""
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict]:
+    """Measure the peak device memory allocated inside the block, above its start.
+
+    Yields a dict whose ``'gib'`` is filled on exit (``None`` on CPU, where PyTorch keeps
+    no allocator statistics).
+    """
+    result: dict = {'gib': None}
+    if device.type != 'cuda':
+        yield result
+        return
+    sync(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    yield result
+    sync(device)
+    result['gib'] = (torch.cuda.max_memory_allocated(device) - base) / 2**30
+
+
+def fmt(value: Optional[float], digits: int = 1) -> str:
+    """A table cell: ``-`` for a missing value."""
+    if value is None:
+        return '-'
+    return f'{value:.{digits}f}'
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]],
+             right: Sequence[bool]) -> List[str]:
+    """Markdown table lines; ``right[i]`` right-aligns column ``i`` (numbers)."""
+    lines = ['| ' + ' | '.join(headers) + ' |',
+             '|' + '|'.join('---:' if r else '---' for r in right) + '|']
+    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+    return lines
+
+
+def parse_md_table(lines: Sequence[str]) -> List[Dict[str, str]]:
+    """Rows of the first markdown table in ``lines`` as dicts (header -> cell)."""
+    table = [ln for ln in lines if ln.startswith('|')]
+    if len(table) < 2:
+        return []
+    headers = [h.strip() for h in table[0].strip('|').split('|')]
+    rows = []
+    for line in table[2:]:
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        rows.append(dict(zip(headers, cells)))
+    return rows
+
+
+def environment(device: torch.device) -> List[str]:
+    """Bullet lines naming the device, the library versions and the machine load."""
+    if device.type == 'cuda':
+        cap = torch.cuda.get_device_capability(device)
+        name = (f'{torch.cuda.get_device_name(device)} (sm_{cap[0]}{cap[1]}), CUDA '
+                f'{torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}; '
+                f'`cudnn.benchmark={torch.backends.cudnn.benchmark}`, TF32 convolutions '
+                f'{torch.backends.cudnn.allow_tf32}, TF32 matmuls '
+                f'{torch.backends.cuda.matmul.allow_tf32}')
+    else:
+        name = (f'CPU {platform.machine()}, {os.cpu_count()} cores, '
+                f'{torch.get_num_threads()} torch threads')
+    versions = [f'torch {torch.__version__}']
+    for module in ('mmengine', 'mmcv', 'mmpretrain', 'timm'):
+        try:
+            versions.append(f'{module} {importlib.import_module(module).__version__}')
+        except ImportError:
+            versions.append(f'{module} missing')
+    lines = [f'- Device: {name}',
+             f'- {", ".join(versions)}, Python {platform.python_version()}',
+             f'- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC']
+    if hasattr(os, 'getloadavg'):
+        lines.append('- Load average at the start: ' +
+                     ', '.join(f'{x:.2f}' for x in os.getloadavg()) +
+                     ' (a shared machine makes absolute times noisy; compare ratios)')
+    return lines
+
+
+def write_report(lines: Sequence[str], out_dir: Optional[str], name: str,
+                 append_to: Optional[str], force: bool) -> List[str]:
+    """Write ``lines`` to ``out_dir/name`` and/or append them to ``append_to``.
+
+    An existing ``out_dir/name`` is only replaced with ``force``; ``append_to`` is only
+    ever appended to (earlier sections are kept).
+
+    Returns:
+        list: the paths written.
+    """
+    text = '\n'.join(lines).rstrip() + '\n'
+    written = []
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        path = os.path.join(out_dir, name)
+        if os.path.exists(path) and not force:
+            raise FileExistsError(f'{path} exists; pass --force to overwrite it, or choose '
+                                  'another --out-dir.')
+        with open(path, 'w') as f:
+            f.write(text)
+        written.append(path)
+    if append_to:
+        with open(append_to, 'a') as f:
+            f.write('\n' + text)
+        written.append(append_to)
+    return written

@@ -1,0 +1,650 @@
+#!/usr/bin/env python
+"""Side-by-side speed of NFNet training and inference: nfnets_mm vs timm vs ResNet-50.
+
+Three sub-commands, each measuring its contenders in one process with interleaved rounds
+(medians over rounds, ratios per round; see ``bench_common``) and writing markdown tables:
+
+* ``train``: the full training step as MMEngine's runner runs it,
+  ``model.train_step(data, optim_wrapper)`` of the ``ImageClassifier`` built from
+  ``configs/nfnet/f*_imagenet.py`` (its data preprocessor and batch augments, AGC wrapper,
+  SGD), against timm's ``dm_nfnet_f*`` + timm's AGC and MMPretrain's ResNet-50 (same batch,
+  precision, memory format, eager / ``torch.compile``), at each variant's train size from
+  ``nfnets_mm/variants.py``: ms per step, images/s, peak memory; plus a profiler table of
+  the first variant's AMP step (top ops by self time, kernel launches per step).
+* ``agc``: AGC alone on the variant's parameters with real gradients:
+  ``adaptive_clip_grad_``, the wrapper's ``_clip_grad`` (with its statistics), timm's
+  ``adaptive_clip_grad`` and two memory-traffic floors, its share of the ``train`` step of
+  the same run, and the largest difference from ``agc_reference`` (Eq. 3, tensor by tensor).
+* ``infer``: eval forward at the variant's test size: nfnets_mm with weight
+  standardization every forward / cached / deployed (``switch_to_deploy``), timm, ResNet-50.
+
+Examples::
+
+    # CPU, a tiny network, seconds (what tests/test_benchmark_tool.py runs)
+    python tools/analysis/benchmark.py train --device cpu --tiny --out-dir /tmp/bench
+    # GPU, F0 at batch 128, AMP bf16 vs fp32, both memory formats
+    python tools/analysis/benchmark.py train --device cuda --archs F0 --batch-sizes 128 \\
+        --precisions fp32 bf16 --formats contiguous channels_last --out-dir $OUT
+    # every GPU table within the device's time budget
+    bash tools/analysis/gpu_benchmarks.sh
+
+``--append-to docs/benchmarks.md`` appends the tables (with the command, device, versions
+and date) to that file; ``--out-dir`` writes ``<sub-command>.md`` there (an existing file
+is kept unless ``--force``).
+"""
+import argparse
+import gc
+import math
+import os
+import os.path as osp
+import shlex
+import statistics
+import sys
+import time
+import traceback
+from typing import Callable, Dict, List, Optional, Sequence
+
+HERE = osp.dirname(osp.abspath(__file__))
+REPO_ROOT = osp.dirname(osp.dirname(HERE))
+for path in (HERE, REPO_ROOT):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import torch  # noqa: E402
+
+from bench_common import (FORMATS, MODES, PRECISIONS, environment, fmt,  # noqa: E402
+                          interleaved_times, md_table, median_ratio, peak_memory, sync,
+                          write_report)
+from bench_models import (CONTENDERS, TINY_NFNET, TINY_SIZE, TRAIN_STEPS,  # noqa: E402
+                          Setting, inference_models)
+
+#: Issue-10 targets, reported (never asserted) under the tables.
+TARGET_AMP_SPEEDUP = 1.5  # AMP bf16 / fp32 throughput of F0 at batch 128
+TARGET_F0_IMG_S = 3000  # F0 full step, AMP bf16, one H100/H200
+TARGET_VS_TIMM = 1.2  # ours / timm throughput, each at its best of eager / compile
+TARGET_AGC_SHARE = 0.02  # AGC / full step
+TARGET_CPU_TRAIN = 0.90  # CPU fp32 time ratio ours / timm, train step
+TARGET_CPU_INFER = 0.85  # CPU fp32 time ratio ours (deployed) / timm, inference
+
+
+class Bench:
+    """Settings shared by the sub-commands, the report lines and the failures."""
+
+    def __init__(self, args: argparse.Namespace, argv: Sequence[str]) -> None:
+        self.args = args
+        self.argv = list(argv)
+        self.device = torch.device(args.device)
+        self.lines: List[str] = []
+        self.failures: List[str] = []
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if self.device.type == 'cuda':
+            torch.backends.cudnn.benchmark = True
+            # fp32 means TF32 tensor-core convolutions and matmuls on Ampere+ (the "fp32
+            # (TF32)" rows of the issue), as timm's train.py and most recipes run it.
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+        from mmengine.logging import MMLogger
+        # quiet MMEngine's per-parameter INFO lines from the optimizer constructors
+        MMLogger.get_instance('benchmark', log_level='WARNING')
+        import nfnets_mm  # noqa: F401  (registers the NFNet modules and wrappers)
+
+    # ----------------------------------------------------------------- helpers
+    def out(self, line: str = '') -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def header(self, title: str, what: str) -> None:
+        a = self.args
+        self.out(f'## {title} ({"tiny CPU smoke run" if a.tiny else self.device_name()})')
+        self.out()
+        self.out(what)
+        self.out()
+        self.out(f'Command: `python tools/analysis/benchmark.py {shlex.join(self.argv)}`')
+        self.out()
+        for line in environment(self.device):
+            self.out(line)
+        self.out(f'- Timing: {a.warmup} warm-up steps per contender, then {a.rounds} rounds of '
+                 f'{a.iters} steps per contender, the order alternating round by round; ms = '
+                 'median over rounds of the per-step mean; "ratio" = median over rounds of the '
+                 'per-round time ratio.')
+        self.out()
+
+    def device_name(self) -> str:
+        if self.device.type == 'cuda':
+            return torch.cuda.get_device_name(self.device)
+        return f'CPU, {torch.get_num_threads()} threads'
+
+    def setting(self, arch: str, batch: int, size: int, precision: str, memory_format: str,
+                mode: str) -> Setting:
+        a = self.args
+        kwargs = {}
+        if a.compile_backend:
+            kwargs['backend'] = a.compile_backend
+        if a.compile_mode:
+            kwargs['mode'] = a.compile_mode
+        return Setting(arch=arch, batch=batch, size=size, precision=precision,
+                       memory_format=memory_format, mode=mode, device=self.device,
+                       tiny=a.tiny, compile_kwargs=kwargs)
+
+    def size_of(self, arch: str, which: str) -> int:
+        """Train / test size of ``arch`` from the variant table (``--size`` overrides)."""
+        if self.args.size:
+            return self.args.size
+        if self.args.tiny:
+            return TINY_SIZE
+        from nfnets_mm.variants import get_variant
+        return getattr(get_variant(arch), f'{which}_size')
+
+    def free(self) -> None:
+        gc.collect()
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()
+        torch._dynamo.reset()
+
+    def fail(self, what: str) -> None:
+        text = traceback.format_exc()
+        print(text, file=sys.stderr, flush=True)
+        last = text.strip().splitlines()[-1]
+        self.failures.append(f'{what}: {last}')
+
+    def warm(self, name: str, fn: Callable[[], object]) -> Optional[float]:
+        """Warm ``fn`` up; return the peak memory (GiB) of its warm-up steps."""
+        with peak_memory(self.device) as peak:
+            for _ in range(self.args.warmup):
+                fn()
+        return peak['gib']
+
+    def finish(self) -> int:
+        if self.failures:
+            self.out('Failures: ' + ' | '.join(self.failures))
+            self.out()
+        written = write_report(self.lines, self.args.out_dir, f'{self.args.command}.md',
+                               self.args.append_to, self.args.force)
+        for path in written:
+            print(f'wrote {path}', flush=True)
+        return 1 if self.failures else 0
+
+    # ------------------------------------------------------------------ train
+    def train(self) -> Dict[tuple, dict]:
+        a = self.args
+        self.header('Train step: nfnets_mm vs timm vs ResNet-50',
+                    'Step = `model.train_step(data, optim_wrapper)` of the recipe config '
+                    '(uint8 batch on the host -> data preprocessor with MixUp/CutMix -> '
+                    'forward -> label-smoothed loss -> backward -> [unscale] -> AGC -> SGD '
+                    'Nesterov), timm = its `train.py` iteration for `dm_nfnet_f*` (Mixup, '
+                    'SoftTargetCrossEntropy, `dispatch_clip_grad(mode="agc")`, SGD), '
+                    'resnet50 = MMPretrain\'s `resnet50_8xb32_in1k.py` classifier, plain '
+                    'wrapper.  lr = 0.1 x batch / 256.  Peak memory = the most allocated '
+                    'during the contender\'s warm-up steps above what was allocated before '
+                    'it was built (CUDA only).')
+        results: Dict[tuple, dict] = {}
+        rows = []
+        for arch in a.archs:
+            size = self.size_of(arch, 'train')
+            for batch in a.batch_sizes:
+                for precision in a.precisions:
+                    for memory_format in a.formats:
+                        for mode in a.modes:
+                            s = self.setting(arch, batch, size, precision, memory_format,
+                                             mode)
+                            rows += self._train_point(s, results)
+        self.out(f'### Train step, {"tiny NFNet " + str(TINY_NFNET) if a.tiny else ""}')
+        self.out()
+        for line in md_table(
+                ['arch', 'px', 'batch', 'precision', 'format', 'mode', 'contender',
+                 'ms/step', 'img/s', 'peak GiB', 'time / nfnets_mm', 'rounds ms'],
+                rows, [False, True, True, False, False, False, False, True, True, True, True,
+                       False]):
+            self.out(line)
+        self.out()
+        self._train_summary(results)
+        if a.profile and 'nfnets_mm' in a.contenders:
+            try:
+                self.profile()
+            except Exception:
+                self.fail('profile')
+        return results
+
+    def _train_point(self, s: Setting, results: Dict[tuple, dict]) -> List[list]:
+        a = self.args
+        key = (s.arch, s.batch, s.precision, s.memory_format, s.mode)
+        steps, peaks, rows = {}, {}, []
+        for name in a.contenders:
+            try:
+                step = TRAIN_STEPS[name](s)
+                peaks[name] = self.warm(name, step)
+                steps[name] = step
+            except Exception:
+                self.fail(f'train {name} {key}')
+                rows.append([s.arch, s.size, s.batch, s.precision, s.memory_format, s.mode,
+                             name, 'ERROR', '-', '-', '-', self.failures[-1][-60:]])
+                self.free()
+        if steps:
+            try:
+                times = interleaved_times(steps, self.device, a.rounds, a.iters)
+            except Exception:
+                self.fail(f'train timing {key}')
+                times = {}
+            for name, ts in times.items():
+                ms = statistics.median(ts)
+                finite = _finite(steps[name])
+                results[key + (name, )] = dict(ms=ms, img_s=s.batch / ms * 1e3,
+                                               peak=peaks[name], times=ts)
+                ratio = (median_ratio(ts, times['nfnets_mm']) if 'nfnets_mm' in times
+                         else None)
+                rows.append([s.arch, s.size, s.batch, s.precision, s.memory_format, s.mode,
+                             name + ('' if finite else ' (NON-FINITE weights)'), fmt(ms),
+                             f'{s.batch / ms * 1e3:.0f}', fmt(peaks[name], 2),
+                             fmt(ratio, 2), f'{min(ts):.1f}-{max(ts):.1f}'])
+        del steps
+        self.free()
+        return rows
+
+    def _train_summary(self, results: Dict[tuple, dict]) -> None:
+        """Best of eager / compile per contender, and the issue's targets."""
+        a = self.args
+        best: Dict[tuple, dict] = {}
+        for (arch, batch, prec, mf, mode, name), r in results.items():
+            k = (arch, batch, prec, mf, name)
+            if k not in best or r['ms'] < best[k]['ms']:
+                best[k] = dict(r, mode=mode)
+        rows = []
+        for (arch, batch, prec, mf, name), r in sorted(best.items()):
+            if name != 'nfnets_mm':
+                continue
+            timm = best.get((arch, batch, prec, mf, 'timm'))
+            rows.append([arch, batch, prec, mf, f'{r["img_s"]:.0f} ({r["mode"]})',
+                         f'{timm["img_s"]:.0f} ({timm["mode"]})' if timm else '-',
+                         fmt(r['img_s'] / timm['img_s'], 2) if timm else '-',
+                         fmt(r['peak'] / timm['peak'], 2) if timm and r['peak'] and
+                         timm['peak'] else '-'])
+        if not rows:
+            return
+        self.out('### Best of eager / compile: nfnets_mm vs timm')
+        self.out()
+        for line in md_table(['arch', 'batch', 'precision', 'format', 'nfnets_mm img/s',
+                              'timm img/s', 'speed ours / timm', 'peak memory ours / timm'],
+                             rows, [False, True, False, False, True, True, True, True]):
+            self.out(line)
+        self.out()
+        self.out('Targets (issue 10; absolute ones only mean something on an H100/H200):')
+        self.out()
+        for arch, batch, mf in sorted({(k[0], k[1], k[3]) for k in best}):
+            ours = {p: best.get((arch, batch, p, mf, 'nfnets_mm')) for p in PRECISIONS}
+            if ours['fp32'] and ours['bf16']:
+                speedup = ours['bf16']['img_s'] / ours['fp32']['img_s']
+                self.out(f'- {arch} batch {batch} {mf}: AMP bf16 / fp32 throughput '
+                         f'{speedup:.2f}x (target >= {TARGET_AMP_SPEEDUP}x: '
+                         f'{_verdict(speedup, TARGET_AMP_SPEEDUP)})')
+            if ours['bf16'] and arch == 'F0' and not a.tiny:
+                img_s = ours['bf16']['img_s']
+                self.out(f'- {arch} batch {batch} {mf}: AMP bf16 {img_s:.0f} img/s (target >= '
+                         f'{TARGET_F0_IMG_S} on one H100/H200: '
+                         f'{_verdict(img_s, TARGET_F0_IMG_S)})')
+            for p, r in ours.items():
+                timm = best.get((arch, batch, p, mf, 'timm'))
+                if not (r and timm):
+                    continue
+                speed = r['img_s'] / timm['img_s']
+                target = TARGET_VS_TIMM if self.device.type == 'cuda' else 1 / TARGET_CPU_TRAIN
+                self.out(f'- {arch} batch {batch} {p} {mf}: ours / timm speed {speed:.2f}x '
+                         f'(time ratio {1 / speed:.2f}; target speed >= {target:.2f}x: '
+                         f'{_verdict(speed, target)})')
+                if r['peak'] and timm['peak']:
+                    mem = r['peak'] / timm['peak']
+                    self.out(f'  peak memory ours / timm {mem:.2f} (target <= 1: '
+                             f'{_verdict(1 / mem, 1.0)})')
+        self.out()
+
+    # ---------------------------------------------------------------- profile
+    def profile(self) -> None:
+        """Profiler table of nfnets_mm's step for the first arch / batch / format."""
+        from torch.profiler import ProfilerActivity, profile
+        a = self.args
+        precision = 'bf16' if 'bf16' in a.precisions else a.precisions[0]
+        arch, batch, mf = a.archs[0], a.batch_sizes[0], a.formats[-1]
+        s = self.setting(arch, batch, self.size_of(arch, 'train'), precision, mf, 'eager')
+        step = TRAIN_STEPS['nfnets_mm'](s)
+        self.warm('nfnets_mm', step)
+        activities = [ProfilerActivity.CPU]
+        if self.device.type == 'cuda':
+            activities.append(ProfilerActivity.CUDA)
+        n = a.profile_steps
+        sync(self.device)
+        with profile(activities=activities) as prof:
+            for _ in range(n):
+                step()
+            sync(self.device)
+        on_device = self.device.type == 'cuda'
+        events = prof.key_averages()
+
+        def self_time(e) -> float:
+            return (getattr(e, 'self_device_time_total', 0) if on_device
+                    else e.self_cpu_time_total)
+
+        total = sum(self_time(e) for e in events) or 1.0
+        launch_names = ('cudaLaunchKernel', 'cuLaunchKernel', 'cudaLaunchKernelExC',
+                        'cuLaunchKernelEx', 'cudaGraphLaunch')
+        launches = sum(e.count for e in events if e.key in launch_names) / n
+        aten_calls = sum(e.count for e in events if e.key.startswith('aten::')) / n
+        syncs = sum(e.count for e in events if e.key in ('cudaStreamSynchronize',
+                                                         'cudaDeviceSynchronize',
+                                                         'cudaMemcpyAsync')) / n
+        top = sorted(events, key=self_time, reverse=True)[:a.profile_top]
+        clock = 'device' if on_device else 'CPU'
+        self.out(f'### Profile: nfnets_mm {arch} {precision} train step, batch {batch}, {mf}')
+        self.out()
+        self.out(f'`torch.profiler` over {n} steps after warm-up; self {clock} time per step. '
+                 f'Per step: {launches:.0f} kernel launches (CUDA launch API calls), '
+                 f'{aten_calls:.0f} aten op calls, {syncs:.0f} synchronizing / copy calls '
+                 '(`cudaStreamSynchronize`, `cudaDeviceSynchronize`, `cudaMemcpyAsync`).')
+        self.out()
+        rows = [[f'`{e.key[:70]}`', f'{e.count / n:.1f}', f'{self_time(e) / n / 1e3:.3f}',
+                 f'{self_time(e) / total * 100:.1f}%'] for e in top]
+        for line in md_table(['op', 'calls/step', f'self {clock} ms/step', 'share'], rows,
+                             [False, True, True, True]):
+            self.out(line)
+        self.out()
+        del step
+        self.free()
+
+    # -------------------------------------------------------------------- agc
+    def agc(self) -> None:
+        from timm.utils.agc import adaptive_clip_grad as timm_agc
+
+        from nfnets_mm.engine.optim_wrappers import adaptive_clip_grad_
+        from nfnets_mm.engine.optim_wrappers.agc import agc_reference
+        a = self.args
+        arch, batch, prec, mf = a.archs[0], a.batch_sizes[0], a.precisions[0], a.formats[0]
+        s = self.setting(arch, batch, self.size_of(arch, 'train'), prec, mf, 'eager')
+        self.header('AGC alone vs the train step',
+                    f'Adaptive Gradient Clipping (lambda 0.01, eps 1e-3) on the parameters of '
+                    f'the nfnets_mm {arch} classifier (`head.fc.weight` excluded, as the '
+                    f'recipe), with the fp32 gradients of a real {prec} train step at batch '
+                    f'{batch}, {s.size} px, {mf}.  Gradients are restored before every call '
+                    '(a copy, timed separately as "restore" and subtracted).')
+        step = TRAIN_STEPS['nfnets_mm'](s)
+        self.warm('nfnets_mm', step)
+        wrapper, model = step.wrapper, step.model
+        wrapper.optimizer.zero_grad(set_to_none=False)
+        with wrapper.optim_context(model):
+            data = model.data_preprocessor(dict(inputs=_first_inputs(s),
+                                                data_samples=_samples(s)), True)
+            losses = model(**data, mode='loss')
+        wrapper.backward(sum(v for k, v in losses.items() if 'loss' in k))
+        if s.amp:
+            wrapper.loss_scaler.unscale_(wrapper.optimizer)
+            wrapper.loss_scaler.update()  # closes this update (no optimizer step)
+        params = wrapper.agc_params()
+        grads = [p.grad.detach().clone() for p in params]
+        every = [p for p in model.parameters() if p.grad is not None]
+        timm_params = [p for n, p in model.named_parameters()
+                       if p.grad is not None and n != 'head.fc.weight']
+        n_el = sum(p.numel() for p in params)
+
+        buffers = [p.grad for p in params]
+
+        def restore():
+            # the train step in the same rounds sets .grad to None (zero_grad)
+            for p, buf in zip(params, buffers):
+                p.grad = buf
+            torch._foreach_copy_(buffers, grads)
+
+        # correctness: one call each on the same gradients
+        restore()
+        stats = adaptive_clip_grad_(params, clipping=0.01, eps=1e-3)
+        ours_out = [p.grad.clone() for p in params]
+        ref = [agc_reference(p.detach(), g, 0.01, 1e-3) for p, g in zip(params, grads)]
+        rel_ref = max(float((o - r).abs().max() / r.abs().max().clamp_min(1e-30))
+                      for o, r in zip(ours_out, ref))
+        restore()
+        timm_agc(params, 0.01, 1e-3)
+        rel_timm = max(float((o - p.grad).abs().max() / p.grad.abs().max().clamp_min(1e-30))
+                       for o, p in zip(ours_out, params))
+        fraction = float(stats.clip_fraction)
+        del ours_out, ref
+
+        w_and_g = [p.detach() for p in params] + buffers
+        fns = {
+            'restore (copy of the gradients)': restore,
+            'nfnets_mm `adaptive_clip_grad_`': lambda: (restore(), adaptive_clip_grad_(
+                params, clipping=0.01, eps=1e-3)),
+            'nfnets_mm `AGCOptimWrapper._clip_grad` (+ statistics)': lambda: (
+                restore(), wrapper._clip_grad()),
+            'timm `adaptive_clip_grad`': lambda: (restore(), timm_agc(timm_params, 0.01, 1e-3)),
+            'floor: `_foreach_norm` of all W and G': lambda: (
+                restore(), torch._foreach_norm(w_and_g)),
+            'floor: `_foreach_mul_(G, 1.0)`': lambda: (restore(), torch._foreach_mul_(
+                buffers, 1.0)),
+            'full train step (nfnets_mm)': step,
+        }
+        for name, fn in fns.items():
+            if name != 'full train step (nfnets_mm)':
+                for _ in range(a.warmup):
+                    fn()
+        times = interleaved_times(fns, self.device, a.rounds, a.iters)
+        restore_ms = statistics.median(times['restore (copy of the gradients)'])
+        step_ms = statistics.median(times['full train step (nfnets_mm)'])
+        rows = []
+        for name, ts in times.items():
+            ms = statistics.median(ts)
+            is_step = name.startswith('full') or name.startswith('restore')
+            net = ms if is_step else ms - restore_ms
+            share = '-' if is_step else f'{net / step_ms * 100:.1f}%'
+            rows.append([name, fmt(net, 3), f'{min(ts) - (0 if is_step else restore_ms):.3f}',
+                         share])
+        self.out(f'{len(params)} AGC tensors, {n_el / 1e6:.2f}M elements ({len(every)} '
+                 f'parameters with gradients); {fraction * 100:.1f}% of the units clipped.')
+        self.out()
+        for line in md_table(['what', 'median ms', 'min ms', 'share of the step'], rows,
+                             [False, True, True, True]):
+            self.out(line)
+        self.out()
+        agc_ms = statistics.median(times['nfnets_mm `adaptive_clip_grad_`']) - restore_ms
+        timm_ms = statistics.median(times['timm `adaptive_clip_grad`']) - restore_ms
+        self.out(f'- Ours / timm time: {agc_ms / timm_ms:.2f}.')
+        self.out(f'- AGC share of the step: {agc_ms / step_ms * 100:.1f}% (target <= '
+                 f'{TARGET_AGC_SHARE * 100:.0f}%: {_verdict(TARGET_AGC_SHARE, agc_ms / step_ms)}).')
+        ok = rel_ref <= 1e-6
+        self.out(f'- Largest difference from `agc_reference` relative to the tensor\'s largest '
+                 f'clipped gradient: {rel_ref:.2e} (target <= 1e-6: {"met" if ok else "MISSED"})'
+                 f'; from timm: {rel_timm:.2e}.')
+        if not ok:
+            self.failures.append(f'agc: differs from agc_reference by {rel_ref:.2e}')
+        self.out()
+        self.free()
+
+    # ------------------------------------------------------------------ infer
+    def infer(self) -> None:
+        a = self.args
+        self.header('Inference: nfnets_mm (WS every forward / cached / deployed) vs timm',
+                    'Eval-mode classifier forward (logits) on a normalized batch at the '
+                    'variant\'s test size; nfnets_mm rows: `ws-every-forward` (gradients '
+                    'enabled: weight standardization in every call), `eval-cached` '
+                    '(`no_grad`: standardized weights cached), `deployed` '
+                    '(`backbone.switch_to_deploy()`: plain convs, what ONNX export uses); '
+                    'timm `dm_nfnet_f*` and MMPretrain ResNet-50 under `no_grad`.')
+        rows, notes = [], []
+        for arch in a.archs:
+            size = self.size_of(arch, 'test')
+            for batch in a.batch_sizes:
+                for precision in a.precisions:
+                    for memory_format in a.formats:
+                        for mode in a.modes:
+                            s = self.setting(arch, batch, size, precision, memory_format,
+                                             mode)
+                            rows += self._infer_point(s, notes)
+        for line in md_table(['arch', 'px', 'batch', 'precision', 'format', 'mode', 'model',
+                              'ms', 'img/s', 'time / timm', 'rounds ms'], rows,
+                             [False, True, True, False, False, False, False, True, True, True,
+                              False]):
+            self.out(line)
+        self.out()
+        for line in notes:
+            self.out(line)
+        self.out()
+
+    def _infer_point(self, s: Setting, notes: List[str]) -> List[list]:
+        a = self.args
+        key = f'{s.arch} batch {s.batch} {s.precision} {s.memory_format} {s.mode}'
+        try:
+            fns = inference_models(s, a.contenders)
+        except Exception:
+            self.fail(f'infer build {key}')
+            return [[s.arch, s.size, s.batch, s.precision, s.memory_format, s.mode, 'ERROR',
+                     '-', '-', '-', self.failures[-1][-60:]]]
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(s.batch, 3, s.size, s.size, generator=g).to(s.device).contiguous(
+            memory_format=s.mf)
+        steps = {name: (lambda fn=fn: fn(x)) for name, fn in fns.items()}
+        for name, fn in steps.items():
+            self.warm(name, fn)
+        if 'nfnets_mm eval-cached' in fns and 'nfnets_mm deployed' in fns:
+            ref, dep = fns['nfnets_mm eval-cached'](x).float(), fns['nfnets_mm deployed'](x).float()
+            diff = float((dep - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+            notes.append(f'- {key}: deployed vs eval-cached logits, max abs diff / max abs = '
+                         f'{diff:.1e}.')
+        times = interleaved_times(steps, self.device, a.rounds, a.iters)
+        rows = []
+        for name, ts in times.items():
+            ms = statistics.median(ts)
+            ratio = median_ratio(ts, times['timm']) if 'timm' in times else None
+            rows.append([s.arch, s.size, s.batch, s.precision, s.memory_format, s.mode, name,
+                         fmt(ms, 2), f'{s.batch / ms * 1e3:.1f}', fmt(ratio, 2),
+                         f'{min(ts):.1f}-{max(ts):.1f}'])
+            if name == 'nfnets_mm deployed' and ratio is not None and s.device.type == 'cpu' \
+                    and s.precision == 'fp32':
+                notes.append(f'- {key}: deployed / timm time {ratio:.2f} (CPU fp32 target <= '
+                             f'{TARGET_CPU_INFER}: {_verdict(TARGET_CPU_INFER, ratio)}).')
+        del steps, fns
+        self.free()
+        return rows
+
+
+def _verdict(value: float, target: float) -> str:
+    """'met' when ``value >= target``, else 'missed by x%'."""
+    if math.isnan(value):
+        return 'unknown'
+    if value >= target:
+        return 'met'
+    return f'missed by {(1 - value / target) * 100:.0f}%'
+
+
+def _finite(step) -> bool:
+    model = getattr(step, 'model', None)
+    if model is None:
+        return True
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _first_inputs(s: Setting) -> torch.Tensor:
+    from bench_models import uint8_batch
+    return uint8_batch(s)[0]
+
+
+def _samples(s: Setting) -> list:
+    from mmpretrain.structures import DataSample
+
+    from bench_models import uint8_batch
+    return [DataSample().set_gt_label(int(y)) for y in uint8_batch(s)[1]]
+
+
+# ---------------------------------------------------------------------------- CLI
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be >= 1, got {value}')
+    return value
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split('\n\n', 1)[1])
+    sub = parser.add_subparsers(dest='command', required=True, metavar='{train,agc,infer}')
+    defaults = dict(train=dict(batch_sizes=[64, 128, 256], precisions=['fp32', 'bf16', 'fp16']),
+                    agc=dict(batch_sizes=[128], precisions=['bf16']),
+                    infer=dict(batch_sizes=[1, 64], precisions=['fp32', 'bf16']))
+    for name, help_text in (('train', 'full training step, side by side'),
+                            ('agc', 'AGC alone, its share of the step, equality to Eq. 3'),
+                            ('infer', 'eval forward: WS / cached / deployed vs timm')):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument('--device', default='cuda', choices=['cuda', 'cpu'])
+        p.add_argument('--tiny', action='store_true',
+                       help=f'tiny NFNet / ResNet at {TINY_SIZE} px (CPU smoke test)')
+        p.add_argument('--archs', nargs='+', default=['F0'],
+                       help='NFNet variants (F0 F1 F2 ...), sizes from nfnets_mm/variants.py')
+        p.add_argument('--size', type=positive, default=None,
+                       help='override the variant\'s train / test size (px)')
+        p.add_argument('--batch-sizes', nargs='+', type=positive, default=None,
+                       help=f'(default {defaults[name]["batch_sizes"]}; tiny [4])')
+        p.add_argument('--precisions', nargs='+', choices=list(PRECISIONS),
+                       default=defaults[name]['precisions'])
+        p.add_argument('--formats', nargs='+', choices=list(FORMATS),
+                       default=['contiguous', 'channels_last'])
+        p.add_argument('--modes', nargs='+', choices=list(MODES), default=['eager'])
+        p.add_argument('--contenders', nargs='+', choices=list(CONTENDERS),
+                       default=list(CONTENDERS))
+        p.add_argument('--compile-backend', default=None,
+                       help='torch.compile backend (default inductor; aot_eager for CPU tests)')
+        p.add_argument('--compile-mode', default=None,
+                       help='torch.compile mode, e.g. max-autotune-no-cudagraphs')
+        p.add_argument('--warmup', type=positive, default=None, help='(3; tiny 1)')
+        p.add_argument('--rounds', type=positive, default=None, help='(5; tiny 2)')
+        p.add_argument('--iters', type=positive, default=None, help='steps per round (3; tiny 1)')
+        p.add_argument('--threads', type=positive, default=None, help='torch.set_num_threads')
+        p.add_argument('--out-dir', default=None, help='write <sub-command>.md here')
+        p.add_argument('--append-to', default=None, help='append the tables to this markdown')
+        p.add_argument('--force', action='store_true', help='overwrite --out-dir/<name>.md')
+        if name == 'train':
+            p.add_argument('--no-profile', dest='profile', action='store_false',
+                           help='skip the profiler table')
+            p.add_argument('--profile-steps', type=positive, default=3)
+            p.add_argument('--profile-top', type=positive, default=15)
+    args = parser.parse_args(argv)
+    if args.batch_sizes is None:
+        args.batch_sizes = [4] if args.tiny else defaults[args.command]['batch_sizes']
+    for key, full, small in (('warmup', 3, 1), ('rounds', 5, 2), ('iters', 3, 1)):
+        if getattr(args, key) is None:
+            setattr(args, key, small if args.tiny else full)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: CUDA is not available here; use --device cpu (with '
+                     '--tiny for a quick smoke test).')
+    from nfnets_mm.variants import get_variant
+    for arch in args.archs:
+        try:
+            get_variant(arch)
+        except (KeyError, ValueError) as err:
+            parser.error(f'--archs {arch}: {err}')
+        if not osp.exists(osp.join(REPO_ROOT, 'configs', 'nfnet', f'{arch.lower()}_imagenet.py')):
+            parser.error(f'--archs {arch}: no recipe config configs/nfnet/'
+                         f'{arch.lower()}_imagenet.py')
+    if any(b % 2 for b in args.batch_sizes) and args.command == 'train':
+        parser.error('--batch-sizes must be even (MixUp/CutMix pair the batch in halves).')
+    if args.out_dir is None and args.append_to is None:
+        print('note: no --out-dir / --append-to; the tables go to stdout only', flush=True)
+    if args.out_dir and not args.force and osp.exists(
+            osp.join(args.out_dir, f'{args.command}.md')):
+        parser.error(f'{osp.join(args.out_dir, args.command + ".md")} exists; pass --force '
+                     'to overwrite it.')
+    if args.command != 'train' and 'nfnets_mm' not in args.contenders:
+        parser.error(f'{args.command} measures nfnets_mm; keep it in --contenders.')
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    start = time.perf_counter()
+    bench = Bench(args, argv)
+    try:
+        getattr(bench, args.command)()
+    except Exception:
+        bench.fail(args.command)
+    bench.out(f'Wall time {time.perf_counter() - start:.0f} s.')
+    return bench.finish()
+
+
+if __name__ == '__main__':
+    sys.exit(main())
