@@ -11,6 +11,9 @@ from mmengine.visualization import LocalVisBackend
 from nfnets_mm.registry import HOOKS
 
 Series = Dict[str, Tuple[List[float], List[float]]]
+#: AGC keys the optimizer wrappers log (``AGCMixin``) that get a panel of their own kind.
+CLIP_FRACTION = 'agc_clip_fraction'
+MAX_CLIP_RATIO = 'agc_max_clip_ratio'
 
 
 def read_scalars(path: str) -> Tuple[Series, Series]:
@@ -53,8 +56,13 @@ class PlotCurveHook(Hook):
 
     It reads the ``scalars.json`` that MMEngine's ``LocalVisBackend`` writes (so the
     visualizer must have one, as the default runtimes do) and draws one panel per
-    train key (``loss``, ``lr``, ``agc_clip_fraction`` ... whichever were logged)
-    and one for the validation metrics, using matplotlib's ``Agg`` backend.  The file
+    train key (``loss``, ``lr``, ``agc_mean_factor`` ... whichever were logged), one
+    panel with every AGC clip fraction (overall and per unit kind: weights, gains and
+    biases, skip gains), one for the largest AGC clip ratio (log scale, a dashed line at
+    1 = the clipping threshold) and one for the validation metrics, using matplotlib's
+    ``Agg`` backend.  The AGC panels are what show SkipInit x AGC at a glance: skip gains
+    clipped at every step while the overall fraction stays low
+    (``docs/training.md``).  The file
     goes into the run's timestamped log folder inside the work dir
     (``<work_dir>/<timestamp>/<out_file>``), so it never replaces an earlier plot.
 
@@ -97,6 +105,20 @@ class PlotCurveHook(Hook):
         keys += sorted(k for k in train if k.startswith('agc_'))
         return keys
 
+    @staticmethod
+    def panels(train_keys: Sequence[str]) -> List[Tuple[str, List[str]]]:
+        """Group train keys into panels ``(title, keys)``: all ``agc_clip_fraction*``
+        keys share one, every other key has its own (in ``train_keys`` order)."""
+        out: List[Tuple[str, List[str]]] = []
+        fractions = [k for k in train_keys if k.startswith(CLIP_FRACTION)]
+        for key in train_keys:
+            if key.startswith(CLIP_FRACTION):
+                if key == fractions[0]:
+                    out.append((CLIP_FRACTION, fractions))
+            else:
+                out.append((key, [key]))
+        return out
+
     @master_only
     def after_train(self, runner) -> None:
         path = self.scalars_path(runner)
@@ -122,19 +144,28 @@ class PlotCurveHook(Hook):
         matplotlib.use('Agg', force=True)
         import matplotlib.pyplot as plt
 
-        panels = len(train_keys) + (1 if val_keys else 0)
+        train_panels = PlotCurveHook.panels(train_keys)
+        panels = len(train_panels) + (1 if val_keys else 0)
         cols = min(panels, 3)
         rows = int(math.ceil(panels / cols))
         fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
         flat = list(axes.flat)
-        for ax, key in zip(flat, train_keys):
-            steps, values = train[key]
-            ax.plot(steps, values, lw=1.2)
-            ax.set_title(key)
+        for ax, (title, keys) in zip(flat, train_panels):
+            for key in keys:
+                steps, values = train[key]
+                label = key[len(CLIP_FRACTION) + 1:] or 'all units'
+                ax.plot(steps, values, lw=1.2, label=label if len(keys) > 1 else None)
+            if len(keys) > 1:
+                ax.legend(fontsize=7)
+            if title == MAX_CLIP_RATIO:
+                # how far above the threshold the worst unit is: orders of magnitude
+                ax.set_yscale('log')
+                ax.axhline(1.0, color='grey', ls='--', lw=0.8)
+            ax.set_title(title)
             ax.set_xlabel('iteration')
             ax.grid(alpha=0.3)
         if val_keys:
-            ax = flat[len(train_keys)]
+            ax = flat[len(train_panels)]
             for key in val_keys:
                 steps, values = val[key]
                 ax.plot(steps, values, marker='o', lw=1.2, label=key)
