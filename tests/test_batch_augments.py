@@ -131,3 +131,18 @@ def test_built_from_a_classifier_train_cfg():
     check_cutmix_rows(out['inputs'], scores, values, [2, 3])
     loss = model.loss(out['inputs'], out['data_samples'])['loss']
     assert torch.isfinite(loss)
+
+
+def test_warns_once_when_labels_are_already_mixed(monkeypatch):
+    """Soft labels (e.g. from NFNetMixDataset) would be mixed twice: one warning."""
+    from nfnets_mm.datasets import batch_augments
+    logs = []
+    monkeypatch.setattr(batch_augments, 'print_log', lambda msg, **kw: logs.append(msg))
+    aug = HalfMixupHalfCutMix()
+    inputs, onehot, _ = constant_batch(4)
+    aug(inputs, onehot)
+    assert logs == []  # one-hot labels: nothing to say
+    soft = onehot.float() * 0.7 + onehot.float().roll(1, dims=0) * 0.3
+    aug(inputs, soft)
+    aug(inputs, soft)
+    assert len(logs) == 1 and 'mix=False' in logs[0]

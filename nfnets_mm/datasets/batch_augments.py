@@ -1,7 +1,14 @@
-"""DeepMind's NFNet batch augment: MixUp on one half of a batch, CutMix on the other."""
+"""MMPretrain-style batch augment: MixUp on one half of a batch, CutMix on the other.
+
+The NFNet configs mix in the data loader instead (:class:`~nfnets_mm.datasets.NFNetMixDataset`,
+DeepMind's protocol); this batch augment is the stock MMPretrain path, kept as the switch
+described in ``docs/training.md`` ("Mixing").
+"""
+import logging
 from typing import List, Optional, Tuple
 
 import torch
+from mmengine.logging import print_log
 from mmpretrain.models.utils.batch_augments import CutMix, Mixup
 from mmpretrain.registry import BATCH_AUGMENTS
 
@@ -13,8 +20,14 @@ class HalfMixupHalfCutMix:
     The NFNet ImageNet recipe (paper Sec. 5, Table 2; DeepMind's release) splits every
     batch in two: the first ``N // 2`` samples are mixed with MixUp, the remaining
     ``N - N // 2`` with CutMix.  Each half draws its own mixing ratio and pairs samples
-    only with samples of the same half, so the two operations never interact.  The
-    heavy lifting is MMPretrain's own :class:`~mmpretrain.models.Mixup` and
+    only with samples of the same half, so the two operations never interact.
+
+    This is the MMPretrain way, on the normalized (already RandAugment-ed) batch in the
+    data preprocessor, with *one* ratio / box per half-batch.  DeepMind instead draws a
+    ratio / box per example, mixes with an independent second set of raw images and runs
+    RandAugment on the mixed image: :class:`~nfnets_mm.datasets.NFNetMixDataset`, the
+    configs' default.  Use one of the two: given labels that are already soft (e.g. from
+    ``NFNetMixDataset``), this augment logs a warning once.  The heavy lifting is MMPretrain's own :class:`~mmpretrain.models.Mixup` and
     :class:`~mmpretrain.models.CutMix` (random permutation partner, one ratio per call,
     CutMix's ratio corrected to the clipped box area).
 
@@ -22,6 +35,8 @@ class HalfMixupHalfCutMix:
 
         train_cfg=dict(augments=dict(type='NFHalfMixupHalfCutMix', mixup_alpha=0.2,
                                      cutmix_alpha=1.0))
+        # with NFNetMixDataset in the train dataloader, switch its mixing off:
+        train_dataloader = dict(dataset=dict(mix=False))
 
     Args:
         mixup_alpha (float): Beta(alpha, alpha) parameter of MixUp. Defaults to 0.2
@@ -47,6 +62,7 @@ class HalfMixupHalfCutMix:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f'{name} must be a positive number, got {value!r}.')
         self.mixup = Mixup(alpha=float(mixup_alpha))
+        self._warned_soft = False
         self.cutmix = CutMix(alpha=float(cutmix_alpha), cutmix_minmax=cutmix_minmax,
                              correct_lam=correct_lam)
 
@@ -65,6 +81,7 @@ class HalfMixupHalfCutMix:
                              f'(N, num_classes) with N={batch_inputs.size(0)}, got '
                              f'{tuple(batch_scores.shape)}.')
         batch_scores = batch_scores.float()
+        self._warn_if_already_mixed(batch_scores)
         half = self.split_point(batch_inputs.size(0))
         # ``clone`` keeps CutMix's in-place paste away from the caller's tensor.
         cut_inputs, cut_scores = self.cutmix(batch_inputs[half:].clone(), batch_scores[half:])
@@ -72,6 +89,15 @@ class HalfMixupHalfCutMix:
             return cut_inputs, cut_scores
         mix_inputs, mix_scores = self.mixup(batch_inputs[:half], batch_scores[:half])
         return torch.cat([mix_inputs, cut_inputs]), torch.cat([mix_scores, cut_scores])
+
+    def _warn_if_already_mixed(self, batch_scores: torch.Tensor) -> None:
+        if self._warned_soft or not ((batch_scores > 0).sum(1) > 1).any():
+            return
+        self._warned_soft = True
+        print_log('NFHalfMixupHalfCutMix got soft labels. If the train dataloader mixes '
+                  'already (NFNetMixDataset with mix=True), each sample is mixed twice: '
+                  'set train_dataloader.dataset.mix=False or drop model.train_cfg.augments.',
+                  logger='current', level=logging.WARNING)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(mixup_alpha={self.mixup.alpha}, '
