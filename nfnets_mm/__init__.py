@@ -11,3 +11,4 @@ from . import datasets  # noqa: F401,E402
 from . import engine  # noqa: F401,E402
 
 __all__ = ['__version__']
+from . import converters  # noqa: F401,E402  (DeepMind / timm weights: nfnets_mm.converters)
