@@ -1,0 +1,95 @@
+"""``torch.compile`` of the NFNet backbone and classifier (MMEngine's ``compile=`` option).
+
+MMEngine's runner compiles ``model.train_step`` (``Runner._maybe_compile``); inside it the
+backbone must trace as one graph (a graph break splits the network into separately
+compiled pieces and costs a Python round trip per break every step).
+
+Backends: the graph-break checks only need Dynamo's tracing (``torch._dynamo.explain``);
+the numerics checks use ``backend='aot_eager'``, which runs Dynamo *and* AOTAutograd
+(the joint forward/backward graph and its functionalization, where most compile-only
+numerical bugs live) but executes the graph with eager kernels, so the CPU test needs no
+C++ compiler and takes seconds instead of the minutes Inductor's code generation takes.
+"""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nfnets_mm.models.backbones import NFNet
+
+TINY = dict(depths=(1, 1, 1, 1), widths=(32, 64, 128, 128), group_width=16,
+            stem_channels=(8, 8, 16, 16))
+
+
+def _backbone(drop_path_rate: float) -> NFNet:
+    torch.manual_seed(0)
+    return NFNet(arch=TINY, drop_path_rate=drop_path_rate)
+
+
+def _input() -> torch.Tensor:
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+def test_backbone_traces_without_graph_breaks(mode):
+    """Train mode (stochastic depth active) and eval mode with gradients: one graph."""
+    model = _backbone(drop_path_rate=0.2)
+    getattr(model, mode)()
+    explanation = torch._dynamo.explain(model)(_input())
+    reasons = [str(b.reason).splitlines()[0] for b in explanation.break_reasons]
+    assert explanation.graph_break_count == 0, reasons
+    assert explanation.graph_count == 1
+
+
+@pytest.mark.xfail(strict=True, raises=torch._dynamo.exc.Unsupported,
+                   reason='nfnets_mm/models/layers/ws_conv.py ScaledStdConv2d._weight_for_forward '
+                   'keys its eval cache on torch.is_inference_mode_enabled() and data_ptr(), '
+                   'which Dynamo cannot trace: one graph break per WS conv under no_grad')
+def test_backbone_inference_traces_as_one_graph():
+    """Eval mode under ``no_grad`` (the standardized-weight cache path) as one graph.
+
+    ``fullgraph=True`` raises at the first break, so this is the cheap form of the
+    ``explain`` check above.  Strict xfail: once the cache path traces, this fails as
+    XPASS and the marker must go.
+    """
+    model = _backbone(drop_path_rate=0.).eval()
+    compiled = torch.compile(model, backend='eager', fullgraph=True)
+    with torch.no_grad():
+        compiled(_input())
+
+
+def test_compiled_forward_backward_matches_eager():
+    """aot_eager forward + backward equals eager within fp32 tolerance."""
+    eager = _backbone(drop_path_rate=0.).train()
+    compiled_model = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_model, backend='aot_eager', fullgraph=True)
+    x = _input()
+    target = torch.randn(2, eager.out_channels[-1], 1, 1,
+                         generator=torch.Generator().manual_seed(2))
+
+    def loss_of(fn):
+        out = fn(x)[-1]
+        return F.mse_loss(out.mean((2, 3), keepdim=True), target), out
+
+    loss_e, out_e = loss_of(eager)
+    loss_c, out_c = loss_of(compiled)
+    loss_e.backward()
+    loss_c.backward()
+    torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loss_c, loss_e, rtol=1e-5, atol=1e-6)
+    grads_e = dict((n, p.grad) for n, p in eager.named_parameters())
+    checked = 0
+    for name, p in compiled_model.named_parameters():
+        torch.testing.assert_close(p.grad, grads_e[name], rtol=1e-4, atol=1e-6, msg=name)
+        checked += 1
+    assert checked == len(grads_e) > 0
+    # the gradients are not trivially zero (the skip gains start at 0; the stem gets them)
+    assert compiled_model.stem.conv1.weight.grad.abs().sum() > 0
