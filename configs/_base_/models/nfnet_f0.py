@@ -26,7 +26,12 @@ model = dict(
         std=[58.395, 57.12, 57.375],
         to_rgb=True,
     ),
-    # DeepMind's recipe: MixUp (alpha 0.2) on one half of every batch, CutMix on the other.
-    train_cfg=dict(
-        augments=dict(type='HalfMixupHalfCutMix', mixup_alpha=0.2, cutmix_alpha=1.0)),
+    # No batch augments: DeepMind mixes in the data loader, per example, on raw images and
+    # before RandAugment (NFNetMixDataset in the dataset config); the data preprocessor
+    # only normalizes. MMPretrain's batch-level path (one ratio per half-batch, mixing the
+    # normalized, already RandAugment-ed tensors) is one switch away, see docs/training.md
+    # "Mixing":
+    #   model = dict(train_cfg=dict(augments=dict(
+    #       type='NFHalfMixupHalfCutMix', mixup_alpha=0.2, cutmix_alpha=1.0)))
+    #   train_dataloader = dict(dataset=dict(mix=False))
 )
