@@ -10,9 +10,9 @@ import torch.nn as nn
 class NFNetClsHead(LinearClsHead):
     """MMPretrain's :class:`LinearClsHead` with dropout before the classifier.
 
-    NFNets apply dropout (0.2 for F0 ... 0.5 for F4+) to the pooled features and
-    initialise the classifier with N(0, 0.01) weights and zero bias (the default
-    ``init_cfg`` here).
+    NFNets apply dropout to the pooled features (per variant: ``get_variant(name).dropout``
+    in :mod:`nfnets_mm.variants`, growing from F0 to F7) and initialise the classifier
+    with N(0, 0.01) weights and zero bias (the default ``init_cfg`` here).
 
     Args:
         num_classes (int): Number of classes.

@@ -1,0 +1,64 @@
+"""The variant table: the paper's scaling rules hold, and everything else reads from it."""
+import pytest
+
+from nfnets_mm.analysis import TABLE3
+from nfnets_mm.models import NFNet
+from nfnets_mm.variants import (DEEPMIND_WEIGHTS_URL, NFNET_VARIANTS, NFNET_WIDE_WIDTHS,
+                                NFNET_WIDTHS, get_variant)
+
+BASE = [f'F{i}' for i in range(8)]
+
+
+def test_depths_follow_the_papers_scaling_rule():
+    """Sec. 5: F-k multiplies F0's depths (1, 2, 6, 3) by k + 1; widths stay fixed."""
+    f0 = get_variant('F0').depths
+    for k, name in enumerate(BASE):
+        variant = get_variant(name)
+        assert variant.depths == tuple((k + 1) * d for d in f0), name
+        assert variant.widths == NFNET_WIDTHS
+
+
+def test_sizes_and_regularisation_grow_with_the_variant():
+    rows = [get_variant(name) for name in BASE]
+    for small, big in zip(rows, rows[1:]):
+        assert small.train_size < big.train_size and small.test_size < big.test_size
+        assert small.dropout <= big.dropout and small.ra_magnitude <= big.ra_magnitude
+    for v in rows:
+        assert v.test_size > v.train_size  # "FixRes" effect: test larger than train
+        assert v.ra_num_layers == 4 and v.drop_path_rate == 0.25
+
+
+def test_released_weights_are_deepminds_f0_to_f6():
+    released = {name: v.dm_weights_url for name, v in NFNET_VARIANTS.items()
+                if v.dm_weights_url}
+    assert released == {f'F{i}': DEEPMIND_WEIGHTS_URL.format(name=f'F{i}') for i in range(7)}
+    assert [name for name, v in NFNET_VARIANTS.items() if v.sam] == ['F6']
+    for name in released:  # every released model has the accuracy it was published with
+        assert get_variant(name).top1 is not None and get_variant(name).top5 is not None
+
+
+def test_wide_variants_differ_only_in_widths_and_have_no_table3_numbers():
+    for name in BASE:
+        base, wide = get_variant(name), get_variant(name + '+')
+        assert wide.widths == NFNET_WIDE_WIDTHS
+        assert (wide.depths, wide.train_size, wide.test_size, wide.dropout, wide.ra_magnitude,
+                wide.drop_path_rate) == (base.depths, base.train_size, base.test_size,
+                                         base.dropout, base.ra_magnitude, base.drop_path_rate)
+        assert (wide.params_m, wide.flops_g, wide.top1, wide.dm_weights_url) == (None,) * 4
+
+
+def test_nfnet_arch_zoo_and_table3_read_the_table():
+    assert set(NFNet.arch_zoo) == {name.lower() for name in NFNET_VARIANTS}
+    for name, v in NFNET_VARIANTS.items():
+        assert NFNet.arch_zoo[name.lower()] == dict(depths=v.depths, widths=v.widths)
+    assert TABLE3 == {name: dict(params=v.params_m, flops=v.flops_g, test_size=v.test_size)
+                      for name, v in NFNET_VARIANTS.items() if v.params_m is not None}
+    assert sorted(TABLE3) == [f'F{i}' for i in range(7)]
+
+
+def test_get_variant_is_case_insensitive_and_names_the_valid_choices():
+    assert get_variant('f3+') is NFNET_VARIANTS['F3+']
+    with pytest.raises(KeyError, match=r"'F8'.*valid variants: F0, F1, .*F7\+"):
+        get_variant('F8')
+    with pytest.raises(KeyError, match='Unknown NFNet arch .*f8'):
+        NFNet(arch='f8')
