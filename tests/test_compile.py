@@ -24,7 +24,8 @@ TINY = dict(depths=(1, 1, 1, 1), widths=(32, 64, 128, 128), group_width=16,
 
 def _backbone(drop_path_rate: float) -> NFNet:
     torch.manual_seed(0)
-    return NFNet(arch=TINY, drop_path_rate=drop_path_rate)
+    # non-zero skip gains, so that every residual branch gets gradients (0 at the paper's init)
+    return NFNet(arch=TINY, drop_path_rate=drop_path_rate, skipinit_value=0.5)
 
 
 def _input() -> torch.Tensor:
@@ -91,5 +92,5 @@ def test_compiled_forward_backward_matches_eager():
         torch.testing.assert_close(p.grad, grads_e[name], rtol=1e-4, atol=1e-6, msg=name)
         checked += 1
     assert checked == len(grads_e) > 0
-    # the gradients are not trivially zero (the skip gains start at 0; the stem gets them)
-    assert compiled_model.stem.conv1.weight.grad.abs().sum() > 0
+    # every gradient is informative: none is all zeros
+    assert all(p.grad.abs().sum() > 0 for p in compiled_model.parameters())
