@@ -11,15 +11,16 @@ Registries that exist only downstream (MMPretrain's batch augments) are imported
 there by the modules that need them.
 
 Names.  The root registries are shared by every OpenMMLab package and plugin, and
-registering a name twice raises ``KeyError: ... is already registered``.  So every
-name nfnets_mm registers is NF-prefixed (``NFNet``, ``NFResNet``, ``NFNetClsHead``,
-``NFGammaAct``, ``NFScaledStdConv2d``, ``NFStochasticDepth``, ``NFConvNorm``,
-``NFSqueezeExcite``, ``NFNetEvalResizeCrop``, ``NFRNGStateHook``, ``NFPlotCurveHook``,
-``NFWarmupEMAHook``, ``NFDeepMindEMA``, ``NFHalfMixupHalfCutMix``, ...) or one of :data:`PUBLIC_NAMES`, the
-documented AGC names of the paper.  Where a Python class keeps its plain name
-(``ScaledStdConv2d``, ``GammaAct``, ``RNGStateHook``), it is registered under the prefixed one, as mmcv
-registers its ``SyncBatchNorm`` as ``MMSyncBN``.  Torch's own activations are not
-registered here (``build_activation`` falls back to ``torch.nn``).
+registering a name twice raises ``KeyError: ... is already registered``.  So every name
+nfnets_mm registers starts with :data:`NAME_PREFIX` (``NFNet``, ``NFResNet``,
+``NFNetClsHead``, ``NFGammaAct``, ``NFScaledStdConv2d``, ``NFStochasticDepth``,
+``NFConvNorm``, ``NFSqueezeExcite``, ``NFNetEvalResizeCrop``, ``NFRNGStateHook``,
+``NFPlotCurveHook``, ``NFWarmupEMAHook``, ``NFWeightDigestHook``, ``NFDeepMindEMA``,
+``NFHalfMixupHalfCutMix``, ...) or is one of :data:`PUBLIC_NAMES`, the documented AGC
+names.  Where a Python class keeps its plain name (``ScaledStdConv2d``, ``GammaAct``,
+``RNGStateHook``), it is registered under the prefixed one, as mmcv registers its
+``SyncBatchNorm`` as ``MMSyncBN``.  Torch's own activations are not registered here
+(``build_activation`` builds those mmcv leaves out from ``torch.nn``).
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS

@@ -155,3 +155,18 @@ def test_image_classification_inferencer_with_an_nfnet_config(tmp_path):
         assert result['pred_label'] == int(scores.argmax())
         assert result['pred_class'] == cfg.classes[result['pred_label']]
         assert result['pred_score'] == pytest.approx(float(scores.max()), rel=1e-4)
+
+
+def test_readme_inference_example_names_a_listed_config_and_released_weights(models):
+    """The README's three lines: a config of the zoo and weights the table releases."""
+    import re
+
+    from nfnets_mm.converters.pretrained import dm_weights_url
+    with open(osp.join(REPO_ROOT, 'README.md'), encoding='utf-8') as f:
+        section = f.read().split('## Inference', 1)[1].split('\n## ', 1)[0]
+    code = section.split('```python\n', 1)[1].split('```', 1)[0].strip().splitlines()
+    assert len(code) == 3 and code[0] == 'from mmpretrain import ImageClassificationInferencer'
+    pattern = r"ImageClassificationInferencer\('([^']+)', pretrained='([^']+)'\)"
+    config, weights = re.search(pattern, code[1]).groups()
+    entry = next(m for m in models if m['Config'] == config)
+    assert dm_weights_url(weights.split('://', 1)[1]) == entry['Weights']
