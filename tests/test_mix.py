@@ -46,8 +46,16 @@ def test_mixup_blends_and_truncates_like_deepmind():
     assert (mixup_images(a, b, 0.5) == 10).all() and mixup_images(a, b, 0.5).dtype == np.uint8
     assert (mixup_images(a, b, 0.25) == 10).all()  # 10.75 -> 10
     assert (mixup_images(a, b, 0.) == 11).all() and (mixup_images(a, b, 1.) == 10).all()
-    floats = mixup_images(a.astype(np.float32), b.astype(np.float32), 0.5)
-    assert floats.dtype == np.float32 and np.allclose(floats, 10.5)
+    for dtype in (np.float16, np.float32, np.float64):  # unrounded, in the image's dtype
+        floats = mixup_images(a.astype(dtype), b.astype(dtype), 0.5)
+        assert floats.dtype == dtype and np.allclose(floats, 10.5)
+    # float inputs are not clamped (DeepMind mixes its unclamped bicubic output)
+    over = mixup_images(np.full((2, 2), 300., np.float32), np.full((2, 2), -20., np.float32), .5)
+    assert np.allclose(over, 140.)
+    with pytest.raises(ValueError, match='dtype'):
+        mixup_images(a, b.astype(np.float32), 0.5)
+    with pytest.raises(ValueError, match='dtype'):
+        cutmix_images(a, b.astype(np.float32), (0, 1, 0, 1))
 
 
 def test_mixed_score():

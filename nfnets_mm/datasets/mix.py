@@ -46,6 +46,9 @@ def check_pair(image: np.ndarray, partner: np.ndarray) -> None:
             raise TypeError(f'The {name} to mix must be an (H, W) or (H, W, C) numpy array '
                             f'(before PackInputs), got {type(img).__name__}'
                             f'{getattr(img, "shape", "")}.')
+    if image.dtype != partner.dtype:
+        raise ValueError(f'Cannot mix a {image.dtype} image with a {partner.dtype} one: the '
+                         'pipeline that runs before mixing must give every image one dtype.')
     if image.shape != partner.shape:
         raise ValueError(
             f'Cannot mix images of shapes {image.shape} and {partner.shape}: the pipeline '
@@ -63,18 +66,23 @@ def mixup_images(image: np.ndarray, partner: np.ndarray, ratio: float) -> np.nda
 
     Shapes: ``image`` and ``partner`` ``(H, W[, C])`` -> ``(H, W[, C])``.
 
-    The blend is computed in float32.  Integer images come back in their dtype, clipped to
-    its range and truncated toward zero -- what DeepMind does before RandAugment
-    (``tf.clip_by_value(image, 0, 255)`` then ``tf.cast(image, tf.uint8)``); float images
-    come back as the unrounded float32 blend.
+    The blend is computed in float32 (float64 for float64 images).  Integer images come
+    back in their dtype, clipped to its range and truncated toward zero -- what DeepMind
+    does before RandAugment (``tf.clip_by_value(image, 0, 255)`` then
+    ``tf.cast(image, tf.uint8)``); float images (fp16 / fp32 / fp64, e.g. the float32
+    output of a TF-style bicubic resize, which DeepMind mixes unclamped) come back as the
+    unrounded blend in their own dtype.
     """
     check_pair(image, partner)
-    mixed = np.float32(ratio) * image.astype(np.float32)
-    mixed += np.float32(1. - ratio) * partner.astype(np.float32)
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise TypeError(f'MixUp needs an integer or floating image, got {image.dtype}.')
+    work = np.promote_types(image.dtype, np.float32)  # float32, or float64 for 64-bit input
+    mixed = work.type(ratio) * image.astype(work)
+    mixed += work.type(1. - ratio) * partner.astype(work)
     if np.issubdtype(image.dtype, np.integer):
         info = np.iinfo(image.dtype)
         return np.clip(mixed, info.min, info.max).astype(image.dtype)
-    return mixed
+    return mixed.astype(image.dtype, copy=False)
 
 
 def sample_cutmix_box(height: int, width: int, alpha: float = 1.,
