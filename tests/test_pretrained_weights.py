@@ -13,6 +13,7 @@ import os
 import os.path as osp
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from mmengine.runner import Runner, load_checkpoint
@@ -21,7 +22,8 @@ from timm.models.nfnet import NormFreeNet, _dm_nfnet_cfg
 from conftest import free_port
 from mmpretrain.registry import MODELS
 from nfnets_mm.converters import (CheckpointDownloadError, CheckpointNotFoundError,
-                                  PretrainedArchMismatchError, deepmind, pretrained)
+                                  PretrainedArchMismatchError, deepmind,
+                                  load_checkpoint_file, pretrained)
 from nfnets_mm.converters.pretrained import check_arch
 from nfnets_mm.utils import UnsafeCheckpointError
 from nfnets_mm.variants import NFNET_VARIANTS
@@ -313,3 +315,29 @@ def test_source_format_is_told_by_content(tmp_path, dm_source, timm_source):
     assert pretrained.source_format(str(paths['torch'])) == 'torch'
     assert pretrained.source_format(str(legacy)) == 'torch'
     assert osp.isfile(legacy)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float64])
+def test_source_dtypes_convert_to_float32(dtype, timm_source, tmp_path):
+    """fp16 / bf16 / fp64 sources convert to the float32 checkpoint MMPretrain expects,
+    holding the source's values."""
+    _, timm_model = timm_source
+    source = {k: v.to(dtype) for k, v in timm_model.state_dict().items()}
+    path = tmp_path / 'timm_cast.pth'
+    torch.save(source, path)
+    state = load_checkpoint_file(str(path), map_location='cpu')['state_dict']
+    assert {v.dtype for v in state.values()} == {torch.float32}
+    assert torch.equal(state['backbone.stem.conv2.weight'], source['stem.conv2.weight'].float())
+
+    params = make_dm_params(SMALL_ARCH, num_classes=NUM_CLASSES, seed=6)
+    numpy_dtype = {torch.float16: 'float16', torch.float64: 'float64'}.get(dtype)
+    if numpy_dtype is None:  # NumPy has no bfloat16
+        return
+    cast = {m: {n: np.asarray(v).astype(numpy_dtype) for n, v in g.items()}
+            for m, g in params.items()}
+    dm_path = tmp_path / 'F0_haiku.npz'
+    dm_path.write_bytes(_pickled(cast))
+    state = load_checkpoint_file(str(dm_path), map_location='cpu')['state_dict']
+    assert {v.dtype for v in state.values()} == {torch.float32}
+    expected = cast['NFNet/~/stem_conv1']['w'].transpose(3, 2, 0, 1).astype(np.float32)
+    assert torch.equal(state['backbone.stem.conv2.weight'], torch.from_numpy(expected))

@@ -52,7 +52,7 @@ from nfnets_mm.utils.safe_checkpoint import (CorruptCheckpointError, UnsafePickl
                                              load_with_allowlist, safe_load)
 from nfnets_mm.variants import NFNET_VARIANTS, get_variant
 from . import deepmind, timm
-from ._common import match_nfnet_variant
+from ._common import ConversionError, match_nfnet_variant
 
 __all__ = ['DM_SCHEME', 'CheckpointNotFoundError', 'CheckpointDownloadError',
            'PretrainedArchMismatchError', 'dm_weights_url', 'how_to_get', 'source_format',
@@ -250,9 +250,10 @@ def _convert(path: str, kind: str, url: Optional[str], cache_dir: Optional[str],
              map_location: Any, loaded: Any = None) -> dict:
     """Convert ``path`` (``kind`` ``'deepmind'`` or ``'timm'``; ``loaded``: the timm
     checkpoint if already loaded), through the cache when ``cache_dir`` is given."""
-    cached = None
+    cached = sha256 = None
     if cache_dir is not None:
-        cached = _cache_path(path, cache_dir, _sha256(path))
+        sha256 = _sha256(path)
+        cached = _cache_path(path, cache_dir, sha256)
         if osp.isfile(cached):
             try:
                 return _remember(safe_load(cached, map_location=map_location),
@@ -278,13 +279,17 @@ def _convert(path: str, kind: str, url: Optional[str], cache_dir: Optional[str],
             loaded = load_with_allowlist(
                 path, lambda: torch.load(path, map_location='cpu', weights_only=True),
                 url=url)
-        state_dict, meta = timm.convert_state_dict(timm.unwrap_state_dict(loaded, path))
+        try:
+            state_dict, meta = timm.convert_state_dict(timm.unwrap_state_dict(loaded, path))
+        except ConversionError as err:
+            raise ConversionError(f'Cannot load {_label(path, url)} as timm NF weights: '
+                                  f'{err}') from None
         meta['source'] = osp.basename(path)
     if url:
         meta['source_url'] = url
     checkpoint = dict(state_dict=state_dict, meta=meta)
     if cached is not None:
-        meta['source_sha256'] = osp.basename(cached).rsplit('.', 2)[-2]
+        meta['source_sha256'] = sha256
         try:
             save_checkpoint_atomic(state_dict, meta, cached)
             print_log(f'Converted {_label(path, url)} ({meta["converted_from"]}) into '
