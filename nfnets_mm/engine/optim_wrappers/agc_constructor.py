@@ -1,5 +1,6 @@
 """Optimizer wrapper constructor that knows parameter names for AGC exclusion."""
 import copy
+import difflib
 import fnmatch
 import warnings
 from typing import Dict, List, Optional, Tuple
@@ -36,6 +37,51 @@ def merge_param_groups(groups: List[dict]) -> List[dict]:
             merged[key] = dict(options, params=[])
         merged[key]['params'].extend(group['params'])
     return list(merged.values())
+
+
+#: ``clip_grad.exclude`` for common MMDetection detectors, by ``model.type``: the weights of
+#: their output layers (RPN objectness / box deltas, R-CNN class scores / box deltas, mask
+#: logits, dense-head class / box convs), the detection counterpart of the classifier that
+#: DeepMind leaves unclipped.  ``fnmatch`` patterns on ``model.named_parameters()``.
+DETECTOR_OUTPUT_LAYERS: Dict[str, Tuple[str, ...]] = {
+    'MaskRCNN': ('*rpn_cls.weight', '*rpn_reg.weight', '*fc_cls.weight', '*fc_reg.weight',
+                 '*conv_logits.weight'),
+    'FasterRCNN': ('*rpn_cls.weight', '*rpn_reg.weight', '*fc_cls.weight', '*fc_reg.weight'),
+    'RetinaNet': ('*retina_cls.weight', '*retina_reg.weight'),
+}
+
+
+def detector_output_layers(detector_type: str) -> List[str]:
+    """AGC exclusion patterns for an MMDetection detector type (``'MaskRCNN'`` ...).
+
+    For configs: ``exclude=detector_output_layers(_base_.model.type)``.
+
+    Raises:
+        ValueError: for a detector not in :data:`DETECTOR_OUTPUT_LAYERS`, naming the known
+            ones and what to write instead.
+    """
+    if detector_type not in DETECTOR_OUTPUT_LAYERS:
+        raise ValueError(
+            f'No AGC output-layer list for detector type {detector_type!r}; known: '
+            f'{sorted(DETECTOR_OUTPUT_LAYERS)}. Set clip_grad.exclude to fnmatch patterns of '
+            f'its output layers\' weights (e.g. [\'*conv_cls.weight\', \'*conv_reg.weight\'] '
+            f'for FCOS; see model.named_parameters()), or [] to clip everything.')
+    return list(DETECTOR_OUTPUT_LAYERS[detector_type])
+
+
+def _closest_names(patterns: List[str], names: List[str]) -> str:
+    """A hint for unmatched exclusion patterns: the parameter names closest to them
+    (e.g. ``bbox_head.retina_cls.weight`` for ``*fc_cls.weight``), else the last ones
+    (where classifiers and detector output layers usually are)."""
+    weights = [n for n in names if n.endswith('.weight')] or names
+    close: List[str] = []
+    for pattern in patterns:
+        for name in difflib.get_close_matches(pattern.strip('*'), weights, n=3, cutoff=0.5):
+            if name not in close:
+                close.append(name)
+    if close:
+        return f'Closest parameter names: {close}.'
+    return f'The last parameter names are: {names[-3:]}.'
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -105,9 +151,9 @@ class AGCOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 group.setdefault('agc', True)
         unmatched = [p for p, n in hits.items() if n == 0]
         if unmatched:
-            sample = ', '.join(list(names.values())[-3:])
-            msg = (f'AGC exclusion pattern(s) {unmatched} matched no trainable parameter '
-                   f'(e.g. the last ones are: {sample}).')
+            msg = (f'AGC exclusion pattern(s) {unmatched} (clip_grad.exclude, fnmatch '
+                   f'patterns on model.named_parameters()) matched no trainable parameter of '
+                   f'{type(model).__name__}. {_closest_names(unmatched, list(names.values()))}')
             if self.exclude_is_default:
                 warnings.warn(msg + ' Set clip_grad.exclude to the classifier weight of '
                               'this model, or [] to clip everything.')
