@@ -64,8 +64,9 @@ def test_mixed_score():
     assert np.allclose(mixed_score(2, 2, 0.3, 4), [0, 0, 1, 0])
 
 
-def test_pair_mixer_draws_both_modes_with_matching_labels():
-    mixer = PairMixer(num_classes=3, mixup_alpha=0.2, cutmix_alpha=1., cutmix_prob=0.5)
+@pytest.mark.parametrize('mode_choice', ['alternate', 'random'])
+def test_pair_mixer_draws_both_modes_with_matching_labels(mode_choice):
+    mixer = PairMixer(num_classes=3, mixup_alpha=0.2, cutmix_alpha=1., mode_choice=mode_choice)
     a = dict(img=np.full((8, 8, 3), 240, np.uint8), gt_label=0)
     b = dict(img=np.full((8, 8, 3), 16, np.uint8), gt_label=np.int64(2))
     rng = np.random.RandomState(3)
@@ -82,14 +83,29 @@ def test_pair_mixer_draws_both_modes_with_matching_labels():
         else:
             assert out['mix_box'] is None
             assert (out['img'] == int(np.float32(r) * 240 + np.float32(1 - r) * 16)).all()
-    assert 0.4 < modes.count('cutmix') / len(modes) < 0.6
+    if mode_choice == 'alternate':  # exact halves: every even-sized batch is half and half
+        assert modes == ['mixup', 'cutmix'] * 100
+    else:
+        assert 0.4 < modes.count('cutmix') / len(modes) < 0.6
+        assert modes[:20] != ['mixup', 'cutmix'] * 10
     assert a['img'].min() == 240 and b['img'].max() == 16
+
+
+@pytest.mark.parametrize('prob', [0., 0.3, 1.])
+def test_random_mode_choice_follows_cutmix_prob(prob):
+    mixer = PairMixer(num_classes=2, mode_choice='random', cutmix_prob=prob)
+    pair = dict(img=np.zeros((4, 4, 3), np.uint8), gt_label=0)
+    rng = np.random.RandomState(0)
+    share = np.mean([mixer(pair, pair, rng)['mix_mode'] == 'cutmix' for _ in range(400)])
+    assert abs(share - prob) < 0.07
 
 
 @pytest.mark.parametrize('kwargs,match', [
     (dict(num_classes=0), 'num_classes'), (dict(num_classes=3, mixup_alpha=0.), 'mixup_alpha'),
     (dict(num_classes=3, cutmix_alpha='1'), 'cutmix_alpha'),
-    (dict(num_classes=3, cutmix_prob=1.5), 'cutmix_prob')])
+    (dict(num_classes=3, cutmix_prob=1.5), 'cutmix_prob'),
+    (dict(num_classes=3, cutmix_prob=0.3), "mode_choice='random'"),
+    (dict(num_classes=3, mode_choice='batch'), 'alternate')])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PairMixer(**kwargs)

@@ -29,6 +29,8 @@ import numpy as np
 
 #: The two ways to mix a pair.
 MIX_MODES = ('mixup', 'cutmix')
+#: How :class:`PairMixer` picks the mode of each example.
+MODE_CHOICES = ('alternate', 'random')
 
 
 def check_alpha(name: str, value) -> float:
@@ -140,9 +142,14 @@ class PairMixer:
         mixup_alpha (float): MixUp's Beta(alpha, alpha). Defaults to 0.2 (DeepMind).
         cutmix_alpha (float): Beta(alpha, alpha) of CutMix's area share. Defaults to 1.0
             (DeepMind's uniform).
-        cutmix_prob (float): Probability that an example is mixed with CutMix instead of
-            MixUp. Defaults to 0.5: DeepMind mixes one half of each batch with MixUp and the
-            other with CutMix; drawn per example, each example has the same 1/2 chance.
+        mode_choice (str): How each example's mode is picked.  ``'alternate'`` (default):
+            MixUp, CutMix, MixUp, ... in call order.  A PyTorch data-loader batch is built
+            by one process calling the dataset once per example, so every even-sized batch
+            is then exactly half MixUp and half CutMix, as DeepMind splits each batch (its
+            rows are shuffled images, so which image gets which mode is still random).
+            ``'random'``: CutMix with probability ``cutmix_prob``, independently per example.
+        cutmix_prob (float): CutMix's probability under ``mode_choice='random'`` (0 = MixUp
+            only, 1 = CutMix only). Defaults to 0.5; ``'alternate'`` needs 0.5.
 
     ``__call__(results, partner, rng=np.random)`` takes two MMCV result dicts holding
     ``img`` (``H x W [x C]``) and an integer ``gt_label`` and returns a copy of ``results``
@@ -153,13 +160,20 @@ class PairMixer:
     """
 
     def __init__(self, num_classes: int, mixup_alpha: float = 0.2, cutmix_alpha: float = 1.,
-                 cutmix_prob: float = 0.5) -> None:
+                 mode_choice: str = 'alternate', cutmix_prob: float = 0.5) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f'num_classes must be a positive int, got {num_classes!r}.')
         if (isinstance(cutmix_prob, bool) or not isinstance(cutmix_prob, (int, float))
                 or not 0. <= cutmix_prob <= 1.):
             raise ValueError('cutmix_prob must be a number in [0, 1] (the share of examples '
                              f'mixed with CutMix; 0.5 = DeepMind), got {cutmix_prob!r}.')
+        if mode_choice not in MODE_CHOICES:
+            raise ValueError(f'mode_choice must be one of {MODE_CHOICES}, got {mode_choice!r}.')
+        if mode_choice == 'alternate' and cutmix_prob != 0.5:
+            raise ValueError(f"cutmix_prob={cutmix_prob} needs mode_choice='random' "
+                             "('alternate' mixes exactly half of the examples with CutMix).")
+        self.mode_choice = mode_choice
+        self._calls = 0
         self.num_classes = num_classes
         self.mixup_alpha = check_alpha('mixup_alpha', mixup_alpha)
         self.cutmix_alpha = check_alpha('cutmix_alpha', cutmix_alpha)
@@ -186,7 +200,12 @@ class PairMixer:
         image, partner_image = results['img'], partner['img']
         check_pair(image, partner_image)
         out = dict(results)
-        if rng.random_sample() < self.cutmix_prob:
+        if self.mode_choice == 'alternate':
+            use_cutmix = self._calls % 2 == 1
+        else:
+            use_cutmix = rng.random_sample() < self.cutmix_prob
+        self._calls += 1
+        if use_cutmix:
             box = sample_cutmix_box(image.shape[0], image.shape[1], self.cutmix_alpha, rng)
             out['img'], ratio = cutmix_images(image, partner_image, box)
             out['mix_mode'], out['mix_box'] = 'cutmix', box
@@ -202,4 +221,4 @@ class PairMixer:
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num_classes={self.num_classes}, '
                 f'mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.cutmix_alpha}, '
-                f'cutmix_prob={self.cutmix_prob})')
+                f'mode_choice={self.mode_choice!r}, cutmix_prob={self.cutmix_prob})')

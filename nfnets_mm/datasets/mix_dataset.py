@@ -33,9 +33,9 @@ class NFNetMixDataset:
     MMDetection's ``MultiImageMixDataset`` is the model of this wrapper; it differs in
     that the partner is drawn here (not by a transform) and the mixing is a fixed, first
     step: an NFNet recipe has exactly one mixing stage.  DeepMind splits each batch in
-    halves (MixUp / CutMix); a dataset sees single examples, so each example is CutMix with
-    probability ``cutmix_prob`` (0.5): the same chance for every example, the per-batch
-    counts vary binomially around one half.
+    halves (MixUp / CutMix); a dataset sees single examples, so by default
+    (``mode_choice='alternate'``) each loader process alternates MixUp and CutMix, which
+    makes every even-sized batch (built by one process) exactly half and half.
 
     The partner index is drawn uniformly from the whole dataset with NumPy's global
     generator -- the one MMPretrain's transforms use -- which MMEngine's ``worker_init_fn``
@@ -58,7 +58,10 @@ class NFNetMixDataset:
             classifier's.  Defaults to the number of ``classes`` in the dataset's metainfo.
         mixup_alpha (float): MixUp's Beta(alpha, alpha). Defaults to 0.2.
         cutmix_alpha (float): CutMix's Beta(alpha, alpha) area share. Defaults to 1.0.
-        cutmix_prob (float): Share of examples mixed with CutMix. Defaults to 0.5.
+        mode_choice (str): ``'alternate'`` (default; exact halves per even-sized batch)
+            or ``'random'`` (CutMix with probability ``cutmix_prob`` per example).
+        cutmix_prob (float): CutMix's probability for ``mode_choice='random'``.
+            Defaults to 0.5.
         mix (bool): ``False`` skips step 2: both pipelines run back to back on unmixed
             images and no ``gt_score`` is packed.  This is the stock MMPretrain path's
             loader, for use with the model's batch-level mixing
@@ -79,6 +82,7 @@ class NFNetMixDataset:
                  num_classes: Optional[int] = None,
                  mixup_alpha: float = 0.2,
                  cutmix_alpha: float = 1.,
+                 mode_choice: str = 'alternate',
                  cutmix_prob: float = 0.5,
                  mix: bool = True,
                  max_refetch: int = 15,
@@ -101,7 +105,8 @@ class NFNetMixDataset:
         if isinstance(max_refetch, bool) or not isinstance(max_refetch, int) or max_refetch < 0:
             raise ValueError(f'max_refetch must be an int >= 0, got {max_refetch!r}.')
         self.mixer = PairMixer(num_classes, mixup_alpha=mixup_alpha,
-                               cutmix_alpha=cutmix_alpha, cutmix_prob=cutmix_prob)
+                               cutmix_alpha=cutmix_alpha, mode_choice=mode_choice,
+                               cutmix_prob=cutmix_prob)
         self.pipeline = Compose([TRANSFORMS.build(t) if isinstance(t, dict) else t
                                  for t in pipeline])
         self.mix = mix
