@@ -13,7 +13,8 @@ from mmpretrain.models.utils.batch_augments import CutMix, Mixup
 from mmpretrain.registry import BATCH_AUGMENTS
 
 
-@BATCH_AUGMENTS.register_module(name='NFHalfMixupHalfCutMix')  # NF prefix: see nfnets_mm/registry.py
+# Registered NF-prefixed, as every nfnets_mm name (nfnets_mm/registry.py).
+@BATCH_AUGMENTS.register_module(name='NFHalfMixupHalfCutMix')
 class HalfMixupHalfCutMix:
     """Apply MixUp to the first half of a batch and CutMix to the second half.
 
@@ -27,7 +28,8 @@ class HalfMixupHalfCutMix:
     ratio / box per example, mixes with an independent second set of raw images and runs
     RandAugment on the mixed image: :class:`~nfnets_mm.datasets.NFNetMixDataset`, the
     configs' default.  Use one of the two: given labels that are already soft (e.g. from
-    ``NFNetMixDataset``), this augment logs a warning once.  The heavy lifting is MMPretrain's own :class:`~mmpretrain.models.Mixup` and
+    ``NFNetMixDataset``), this augment logs a warning once.  The heavy lifting is
+    MMPretrain's own :class:`~mmpretrain.models.Mixup` and
     :class:`~mmpretrain.models.CutMix` (random permutation partner, one ratio per call,
     CutMix's ratio corrected to the clipped box area).
 
