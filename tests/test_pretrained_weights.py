@@ -341,3 +341,39 @@ def test_source_dtypes_convert_to_float32(dtype, timm_source, tmp_path):
     assert {v.dtype for v in state.values()} == {torch.float32}
     expected = cast['NFNet/~/stem_conv1']['w'].transpose(3, 2, 0, 1).astype(np.float32)
     assert torch.equal(state['backbone.stem.conv2.weight'], torch.from_numpy(expected))
+
+
+@pytest.mark.parametrize('rank', [0, 1])
+def test_local_dm_file_is_converted_by_rank_0_first(rank, dm_source, tmp_path, monkeypatch):
+    """Distributed runs (2 ranks, faked): rank 0 converts into the cache, then tells the
+    others; a rank told that rank 0 failed raises its error without reading the file."""
+    from nfnets_mm.utils import checkpoint_schemes
+    path = tmp_path / 'F0_haiku.npz'
+    path.write_bytes(dm_source[0])
+    sent, received = [], {}
+
+    def broadcast_object_list(data, src=0, group=None):
+        sent.append(('broadcast', data[0], osp.isdir(_hub(tmp_path) / 'converted')))
+        if rank > 0:
+            data[0] = received.get('outcome')
+
+    def all_gather_object(data, group=None):
+        sent.append(('gather', data))
+        return [data, None] if rank == 0 else [None, data]
+
+    monkeypatch.setattr(checkpoint_schemes, 'get_dist_info', lambda: (rank, 2))
+    monkeypatch.setattr(checkpoint_schemes, 'broadcast_object_list', broadcast_object_list)
+    monkeypatch.setattr(checkpoint_schemes, 'all_gather_object', all_gather_object)
+    model = _classifier(DM_BACKBONE, 192)
+    if rank == 0:
+        load_checkpoint(model, str(path), map_location='cpu', strict=True)
+        # rank 0 has converted (and cached) when it sends its outcome
+        assert sent == [('broadcast', None, True), ('gather', None)]
+        return
+    received['outcome'] = ['UnsafeCheckpointError', 'refusing to load global os.system']
+    monkeypatch.setattr(deepmind, 'convert_file', _fail('rank 1 read the file'))
+    with pytest.raises(UnsafeCheckpointError) as info:
+        load_checkpoint(model, str(path), map_location='cpu')
+    assert str(info.value) == (f'rank 0 failed to load {path}: refusing to load global '
+                               'os.system')
+    assert [s[0] for s in sent] == ['broadcast']

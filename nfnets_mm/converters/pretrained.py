@@ -129,7 +129,8 @@ def how_to_get(source: str, cache_file: Optional[str] = None) -> str:
         steps.append(f'Offline: download {url} elsewhere, then '
                      + (f'copy it to {cache_file} (the download cache), or ' if cache_file
                         else '')
-                     + f'convert it with `python tools/model_converters/'
+                     + f'use its local path as the checkpoint (converted on load), or '
+                     f'convert it once with `python tools/model_converters/'
                      f'dm_nfnet_to_mmpretrain.py {name} checkpoints/nfnet-'
                      f'{variant.lower()}_dm-in1k.pth` and use that path.')
     else:

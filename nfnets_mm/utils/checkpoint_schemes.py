@@ -5,7 +5,11 @@ MMEngine's ``CheckpointLoader`` for every scheme.
 and ``init_cfg=dict(type='Pretrained', ...)`` all load through ``CheckpointLoader``.
 Importing this module (``import nfnets_mm`` does, before anything can load) registers:
 
-* local paths (prefix ``''``): :func:`load_from_local_safe`, i.e. ``safe_load``.
+* local paths (prefix ``''``): :func:`load_from_local_safe`, i.e. ``safe_load``; DeepMind
+  ``F*_haiku.npz`` files and timm NF state dicts are converted on load
+  (:func:`nfnets_mm.converters.pretrained.load_checkpoint_file`, which tells formats
+  apart by content).  A missing file raises ``CheckpointNotFoundError`` saying how to
+  get pretrained weights.
 * ``http://``, ``https://``: :func:`load_from_http_safe`.  It downloads like MMEngine
   (``torch.hub.load_state_dict_from_url``) does, into the same cache file
   ``<torch.hub.get_dir()>/checkpoints/<basename of the URL path>`` with
@@ -25,7 +29,13 @@ Importing this module (``import nfnets_mm`` does, before anything can load) regi
   hash's digits) or, elsewhere, with at least one letter a-f (torchvision's
   ``resnet50-0676ba61.pth``; a bare ``-20230101`` is a name).  A fresh download must
   match it or it is discarded; files already in the cache are not re-hashed.
-  torch.hub's deprecated single-file zip archives are not unpacked.
+  torch.hub's deprecated single-file zip archives are not unpacked.  A failed download
+  (offline, HTTP error) raises ``CheckpointDownloadError`` saying where to place a copy
+  downloaded elsewhere.  DeepMind and timm weights are converted as for local files,
+  and the conversion is cached next to the download, keyed by the file's SHA-256.
+* ``dm-nfnets://F0`` ... ``dm-nfnets://F6``: :func:`load_from_dm_nfnets_safe`, DeepMind's
+  released weights (``nfnets_mm.variants.get_variant(name).dm_weights_url``) through
+  :func:`load_from_http_safe`.
 * ``open-mmlab://``, ``openmmlab://``, ``mmcls://``, ``torchvision://``,
   ``modelzoo://``: :func:`load_from_openmmlab_safe`, :func:`load_from_mmcls_safe`,
   :func:`load_from_torchvision_safe`.  Names are resolved through MMEngine's own
@@ -85,7 +95,9 @@ def load_from_local_safe(filename: str, map_location: Any = None) -> Any:
     (:func:`~nfnets_mm.converters.pretrained.load_checkpoint_file`).
 
     Registered for the empty prefix (every path no other scheme claims), replacing
-    MMEngine's ``load_from_local``.
+    MMEngine's ``load_from_local``.  In distributed runs a DeepMind file is converted by
+    rank 0 first (the other ranks then read its cached conversion, or raise its error,
+    as for ``http(s)://``).
 
     Raises:
         CheckpointNotFoundError: ``filename`` does not exist (a ``FileNotFoundError``
@@ -96,6 +108,10 @@ def load_from_local_safe(filename: str, map_location: Any = None) -> Any:
         raise CheckpointNotFoundError(
             f'Checkpoint {filename} does not exist (can not be found). '
             + pretrained.how_to_get(filename))
+    if pretrained.source_format(filename) == 'deepmind':
+        # converted once, by rank 0, into the shared cache the other ranks then read
+        return _rank_zero_first(
+            lambda: load_checkpoint_file(filename, map_location=map_location), filename)
     return load_checkpoint_file(filename, map_location=map_location)
 
 
@@ -225,24 +241,32 @@ def load_from_http_safe(filename: str, map_location: Any = None,
             delete.
         RuntimeError: A fresh download does not match the SHA256 prefix in its name.
     """
+    return _rank_zero_first(lambda: _load_url(filename, model_dir, map_location, progress),
+                            filename)
+
+
+def _rank_zero_first(load: Callable[[], Any], name: str) -> Any:
+    """Run ``load`` on rank 0, then (if it succeeded) on the other ranks, sharing every
+    rank's failure as :func:`load_from_http_safe` describes; ``name`` (the URL or
+    path) is named in the shared errors.  One process: just ``load()``."""
     rank, world_size = get_dist_info()
     if world_size == 1:
-        return _load_url(filename, model_dir, map_location, progress)
+        return load()
     outcome: List[Optional[List[str]]] = [None]
     if rank == 0:
         try:
-            checkpoint = _load_url(filename, model_dir, map_location, progress)
+            checkpoint = load()
         except Exception as e:
             outcome = [_shareable(e)]
             broadcast_object_list(outcome, src=0)
             raise
     broadcast_object_list(outcome, src=0)
     if outcome[0] is not None:
-        _raise_shared(outcome[0], 0, filename)
+        _raise_shared(outcome[0], 0, name)
     error: Optional[Exception] = None
     if rank > 0:
         try:
-            checkpoint = _load_url(filename, model_dir, map_location, progress)
+            checkpoint = load()
         except Exception as e:
             error = e
     # every rank has loaded (or failed): one more collective, so that a rank failing
@@ -252,7 +276,7 @@ def load_from_http_safe(filename: str, map_location: Any = None,
         raise error
     failed = next(((r, o) for r, o in enumerate(outcomes) if o is not None), None)
     if failed is not None:
-        _raise_shared(failed[1], failed[0], filename)
+        _raise_shared(failed[1], failed[0], name)
     return checkpoint
 
 
