@@ -240,9 +240,13 @@ def test_mix_false_is_the_plain_pipeline():
 
 
 def test_clear_errors():
+    init_default_scope('mmpretrain')  # the wrapped dataset builds its own pipeline
     with pytest.raises(ValueError, match='before PackInputs'):
         NFNetMixDataset(dataset=dict(type='MixTestImages', pipeline=[dict(type='PackInputs')]),
                         pipeline=[PACK])[0]
+    with pytest.raises(ValueError, match='must not load images'):  # would undo the mix
+        NFNetMixDataset(dataset=dict(type='MixTestImages'),
+                        pipeline=[dict(type='LoadImageFromFile'), PACK])
     no_classes = MixTestImages(metainfo=dict(classes=()))
     with pytest.raises(ValueError, match='num_classes'):
         NFNetMixDataset(dataset=no_classes, pipeline=[PACK])

@@ -109,6 +109,15 @@ class NFNetMixDataset:
                                cutmix_prob=cutmix_prob)
         self.pipeline = Compose([TRANSFORMS.build(t) if isinstance(t, dict) else t
                                  for t in pipeline])
+        loaders = [type(t).__name__ for t in self.pipeline.transforms
+                   if type(t).__name__.startswith('Load')]
+        if loaders:
+            # It would re-read the primary image from img_path, silently undoing the mix.
+            raise ValueError(
+                f'NFNetMixDataset.pipeline runs on the mixed image and must not load images '
+                f'(got {loaders}): loading, cropping and flipping belong in the wrapped '
+                "dataset's pipeline (train_dataloader.dataset.dataset.pipeline), RandAugment "
+                'and PackInputs in NFNetMixDataset.pipeline.')
         self.mix = mix
         self.max_refetch = max_refetch
         self._fully_initialized = False
