@@ -19,8 +19,8 @@
 #   train/agc_clip_fraction stays high at batch 256, raise clipping (0.02-0.04).
 # - No weight decay on gains, skip gains and biases (DeepMind's NFNet rule, applied by
 #   AGCOptimWrapperConstructor).
-# - bf16 autocast (DeepMind trains in bf16 on TPU); fp16 loss scaling is not needed. On
-#   GPUs without bf16 (V100) set optim_wrapper.dtype='float16'.
+# - bf16 autocast (DeepMind trains in bf16 on TPU): dtype='auto' is bf16 where the GPU has
+#   it natively, else fp16 with a logged line; loss_scale='auto' scales only fp16.
 # - 64 GPUs x 4 images: NFNets have no normalization layers, so the per-GPU batch does not
 #   change the model (no BN statistics): 128 x 2 or 256 x 1 train the same way; with fewer
 #   GPUs keep batch 256 by raising the per-GPU batch or pass --auto-scale-lr (linear rule,
@@ -68,7 +68,8 @@ lr = 0.32
 optim_wrapper = dict(
     _delete_=True,
     type='AmpAGCOptimWrapper',
-    dtype='bfloat16',
+    dtype='auto',
+    loss_scale='auto',
     constructor='AGCOptimWrapperConstructor',
     optimizer=dict(type='SGD', lr=lr, momentum=0.9, weight_decay=4e-5),
     clip_grad=dict(type='agc', clipping=0.01, eps=1e-3, exclude=_base_.agc_exclude))
