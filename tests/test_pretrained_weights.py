@@ -273,6 +273,7 @@ def test_arch_mismatch_names_the_variants():
         check_arch(wrapper, state, dict(source='F1_haiku.npz', backbone=dict(type='NFNet')))
     message = str(info.value)
     assert 'F1_haiku.npz holds NFNet-F1' in message and 'is NFNet-F0' in message
+    assert "checkpoint='dm-nfnets://F0'" in message  # the model's own weights
     check_arch(wrapper, {f'backbone.{k}': v for k, v in f0.state_dict().items()},
                dict(source='F0_haiku.npz', backbone=dict(type='NFNet')))
 

@@ -428,10 +428,14 @@ def check_arch(module: Any, state_dict: Dict[str, Any], info: dict) -> None:
     if model is not None and (ours != model or theirs_kind != model_kind):
         theirs_name = _name_structure(theirs_kind, *ours)
         model_name = _name_structure(model_kind, *model)
+        variant = match_nfnet_variant(dict(_nfnet_defaults(), depths=model[0],
+                                           widths=model[1])) if model_kind == 'NFNet' else None
+        example = (f"checkpoint='{DM_SCHEME}{variant}'" if variant in _released()
+                   else f"'{DM_SCHEME}F0' ... '{DM_SCHEME}F6' for NFNet-F0 ... F6")
         raise PretrainedArchMismatchError(
             f'{info["source"]} holds {theirs_name} weights, but the model being loaded is '
-            f'{model_name}. Load the weights of the model\'s architecture (e.g. '
-            f"'{DM_SCHEME}F0' for NFNet-F0) or build the model with the checkpoint's arch.")
+            f'{model_name}. Load weights of the model\'s architecture (e.g. {example}) or '
+            "build the model with the checkpoint's arch.")
 
 
 def install_arch_check() -> None:
