@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 from conftest import REPO_ROOT as REPO
-from conftest import free_port, tools_on_path
+from conftest import free_port, load_test_tool, tools_on_path
 from mmengine.config import Config
 
 from nfnets_mm.engine.hooks import state_dict_digest
@@ -51,11 +51,17 @@ def demo_data():
     ensure_demo_data(osp.join(REPO, 'data', 'demo'))
 
 
+#: stdout + stderr of the ``demo_run`` training command.
+DEMO_RUN_OUTPUT = {}
+
+
 @pytest.fixture(scope='module')
 def demo_run(demo_data, tmp_path_factory):
     """Pre-train the demo classifier for 2 iterations; returns its work dir."""
     work_dir = str(tmp_path_factory.mktemp('demo_run'))
-    run([PYTHON, 'tools/train.py', DEMO, '--work-dir', work_dir, '--cfg-options', *TINY])
+    proc = run([PYTHON, 'tools/train.py', DEMO, '--work-dir', work_dir, '--cfg-options',
+                *TINY])
+    DEMO_RUN_OUTPUT['text'] = proc.stdout + proc.stderr
     return work_dir
 
 
@@ -70,6 +76,12 @@ def test_train_writes_checkpoint_logs_and_evaluates(demo_run):
     assert re.search(r'Epoch\(val\) \[1\]\[\d+/\d+\]\s+accuracy/top1: [\d.]+', text)
     pngs = [f for _, _, files in os.walk(demo_run) for f in files if f.endswith('.png')]
     assert pngs == ['training_curves.png']
+    # the per-kind AGC statistics reach the log
+    for key in ('agc_clip_fraction_weights:', 'agc_clip_fraction_gains_biases:',
+                'agc_clip_fraction_skip_gains:', 'agc_max_clip_ratio:'):
+        assert key in text, key
+    if not torch.cuda.is_available():  # no "pin_memory ... no accelerator" warnings
+        assert 'no accelerator is found' not in DEMO_RUN_OUTPUT['text'] + text
 
 
 def test_train_refuses_a_work_dir_with_checkpoints(demo_run):
@@ -233,3 +245,85 @@ def test_tools_reject_unsupported_scopes(tmp_path):
     cfg = Config(dict(default_scope='mmseg'))
     with pytest.raises(ValueError, match="mmpretrain', 'mmdet"):
         runner_utils.check_scope(cfg, 'x.py')
+
+
+def _schedule(cfg_options):
+    options = ['--cfg-options', *cfg_options] if cfg_options else []
+    args = train_tool.parse_args([DEMO, '--work-dir', '/nonexistent/x', *options])
+    cfg = train_tool.merge_args(Config.fromfile(osp.join(REPO, DEMO)), args)
+    return [(s.type, s.begin, s.end) for s in cfg.param_scheduler]
+
+
+def test_max_epochs_on_the_command_line_moves_the_schedule_end():
+    """--cfg-options train_cfg.max_epochs=N: the cosine schedule ends at N (it ended at
+    the config's 40 and the LR never decayed); the warmup is left alone."""
+    original = _schedule([])
+    max_epochs = Config.fromfile(osp.join(REPO, DEMO)).train_cfg.max_epochs
+    cosine = [s for s in original if s[0] == 'CosineAnnealingLR']
+    assert cosine and cosine[0][2] == max_epochs
+    moved = _schedule(['train_cfg.max_epochs=7'])
+    assert moved == [(t, b, 7 if e == max_epochs else e) for t, b, e in original]
+    assert moved != original
+    # a schedule given on the command line is the user's: left as given
+    explicit = _schedule(['train_cfg.max_epochs=7', 'param_scheduler.1.end=30'])
+    assert explicit == original[:1] + [original[1][:2] + (30, )] + original[2:]
+    warmup_end = max(s[2] for s in original if s[0] == 'LinearLR')
+    with pytest.warns(UserWarning, match=r'param_scheduler\[1\] \(CosineAnnealingLR\) '
+                      'begins at .*does not run'):
+        assert _schedule([f'train_cfg.max_epochs={warmup_end}']) == original
+
+
+def test_iteration_schedules_follow_max_iters():
+    cfg = Config(dict(train_cfg=dict(type='IterBasedTrainLoop', max_iters=100),
+                      param_scheduler=[dict(type='LinearLR', by_epoch=False, begin=0, end=10),
+                                       dict(type='CosineAnnealingLR', by_epoch=False,
+                                            begin=10, end=100)]))
+    before = runner_utils.schedule_snapshot(cfg)
+    cfg.merge_from_dict({'train_cfg.max_iters': 50})
+    notes = runner_utils.follow_training_length(cfg, before)
+    assert [s.end for s in cfg.param_scheduler] == [10, 50]
+    assert notes == ['param_scheduler[1] (CosineAnnealingLR): end 100 -> 50, following '
+                     'train_cfg.max_iters']
+
+
+def test_pin_memory_is_turned_off_without_cuda(monkeypatch):
+    cfg = Config(dict(train_dataloader=dict(pin_memory=True), val_dataloader=dict()))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    runner_utils.unpin_without_cuda(cfg, ['train_dataloader', 'val_dataloader'])
+    assert cfg.train_dataloader.pin_memory is True
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    runner_utils.unpin_without_cuda(cfg, ['train_dataloader', 'val_dataloader'])
+    assert cfg.train_dataloader.pin_memory is False and 'pin_memory' not in cfg.val_dataloader
+
+
+def test_test_tool_without_checkpoint_uses_load_from_or_says_what_is_missing(demo_run,
+                                                                           tmp_path):
+    refused = run([PYTHON, 'tools/test.py', DEMO, '--work-dir', str(tmp_path / 'none')],
+                  check=False)
+    assert refused.returncode != 0
+    assert 'No checkpoint to evaluate' in refused.stderr and 'load_from' in refused.stderr
+    ckpt = osp.join(demo_run, 'epoch_1.pth')
+    proc = run([PYTHON, 'tools/test.py', DEMO, '--work-dir', str(tmp_path / 'cfg'),
+                '--cfg-options', f'load_from={ckpt}', 'test_dataloader.dataset.indices=6'])
+    assert re.search(r'accuracy/top1: [\d.]+', proc.stdout + proc.stderr)
+    assert f'Load checkpoint from {ckpt}' in proc.stdout + proc.stderr
+
+
+def test_show_dir_is_relative_to_the_current_directory(demo_run, tmp_path):
+    """--show-dir out writes ./out (it went to <work_dir>/<timestamp>/out for detectors);
+    a non-empty directory is refused without --force."""
+    test_tool = load_test_tool()
+    for config in (DEMO, DET_DEMO):
+        cfg = Config.fromfile(osp.join(REPO, config))
+        scope = cfg.default_scope
+        args = test_tool.parse_args([config, 'x.pth', '--show-dir', 'shown'])
+        cfg = test_tool.merge_args(cfg, args, scope)
+        hook = cfg.default_hooks.visualization
+        out = hook.get('test_out_dir', hook.get('out_dir'))
+        assert out == osp.join(os.getcwd(), 'shown'), (config, out)
+    full = tmp_path / 'full'
+    full.mkdir()
+    (full / 'mine.png').write_bytes(b'x')
+    with pytest.raises(FileExistsError, match='--force'):
+        test_tool.main([DEMO, osp.join(demo_run, 'epoch_1.pth'), '--show-dir', str(full)])
+    assert (full / 'mine.png').read_bytes() == b'x'

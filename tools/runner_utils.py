@@ -8,7 +8,7 @@ import os.path as osp
 import traceback
 import warnings
 from copy import deepcopy
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, ConfigDict
 
@@ -74,6 +74,82 @@ def set_default_dataloader_cfg(cfg: Config, field: str, pin_memory: bool = True,
     if loader.get('num_workers', 0) == 0:
         drop_worker_only_options(loader, field)
     cfg[field] = loader
+
+
+#: Where a config states its training length, and the scheduler unit that counts it.
+LENGTH_KEYS = (('max_epochs', True), ('max_iters', False))
+
+
+def schedule_snapshot(cfg: Config) -> Tuple[dict, object]:
+    """``({'max_epochs' / 'max_iters': value}, deep copy of param_scheduler)`` before the
+    ``--cfg-options`` merge; :func:`follow_training_length` compares against it."""
+    train_cfg = cfg.get('train_cfg', None) or {}
+    lengths = {key: train_cfg[key] for key, _ in LENGTH_KEYS if key in train_cfg}
+    return lengths, deepcopy(cfg.get('param_scheduler', None))
+
+
+def follow_training_length(cfg: Config, before: Tuple[dict, object]) -> List[str]:
+    """Make the LR/momentum schedule follow a ``train_cfg.max_epochs`` (``max_iters``)
+    changed on the command line.
+
+    A scheduler's ``end`` is a number in the config (``end=max_epochs`` is evaluated when
+    the file is read), so ``--cfg-options train_cfg.max_epochs=10`` alone would leave a
+    cosine schedule ending at the old length: the learning rate never decays to its end
+    value, or is held there for the extra epochs.  Every scheduler that ended exactly at
+    the old length (counted in the same unit: ``by_epoch`` schedulers for ``max_epochs``,
+    iteration ones for ``max_iters``) ends at the new one; ``milestones`` are not
+    rescaled.  A schedule also given on the command line is left alone.  A scheduler that
+    would then begin at or after its end (the new length is shorter than, e.g., the
+    warmup: a smoke test) cannot run; it is left out with a warning naming it.
+
+    Returns:
+        list[str]: One line per scheduler changed (for the log).
+    """
+    old_lengths, old_schedulers = before
+    train_cfg = cfg.get('train_cfg', None) or {}
+    schedulers = cfg.get('param_scheduler', None)
+    if schedulers is None or schedulers != old_schedulers:
+        return []
+    entries = schedulers if isinstance(schedulers, (list, tuple)) else [schedulers]
+    notes = []
+    for key, by_epoch in LENGTH_KEYS:
+        old, new = old_lengths.get(key), train_cfg.get(key)
+        if old is None or new is None or old == new:
+            continue
+        for index, sched in enumerate(entries):
+            if bool(sched.get('by_epoch', True)) != by_epoch or sched.get('end') != old:
+                continue
+            begin = sched.get('begin', 0)
+            name = f'param_scheduler[{index}] ({sched.get("type")})'
+            if begin >= new:
+                # e.g. a 1-epoch smoke test of a config with a 2-epoch warmup: this
+                # scheduler cannot run at all (MMEngine refuses begin >= end)
+                warnings.warn(f'train_cfg.{key}={new}: {name} begins at {begin}, so it '
+                              f'does not run in this shorter run (it ended at the old '
+                              f'{key}={old}); the learning rate stays where the '
+                              'schedulers before it leave it.')
+                continue
+            sched['end'] = new
+            notes.append(f'{name}: end {old} -> {new}, following train_cfg.{key}')
+    return notes
+
+
+def unpin_without_cuda(cfg: Config, fields: Sequence[str]) -> None:
+    """Turn ``pin_memory`` off in the dataloaders when no CUDA device is present.
+
+    Pinned host memory only speeds up copies to a GPU.  Without one PyTorch warns
+    ("'pin_memory' argument is set as true but no accelerator is found") each time a
+    loader starts, i.e. every epoch and every validation, a dozen times in a short CPU
+    run.  Applied to the final config just before the runner is built, so the merged
+    config keeps MMPretrain's defaults (and a GPU machine gets them).
+    """
+    import torch
+    if torch.cuda.is_available():
+        return
+    for field in fields:
+        loader = cfg.get(field, None)
+        if loader is not None and loader.get('pin_memory', False):
+            loader.pin_memory = False
 
 
 def drop_worker_only_options(loader: ConfigDict, field: str) -> None:

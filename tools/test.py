@@ -2,6 +2,7 @@
 """Evaluate a checkpoint with an nfnets_mm config (MMPretrain or MMDetection scope).
 
     python tools/test.py configs/nfnet/dm_weights/f0_imagenet.py f0_converted.pth
+    python tools/test.py CONFIG            # evaluates the config's load_from
     bash tools/dist_test.sh configs/mask_rcnn/mask-rcnn_nfnet-f0_fpn_1x_coco.py ckpt.pth 8
 
 Follows MMPretrain's ``tools/test.py``; the runner comes from the config's
@@ -25,16 +26,19 @@ from mmengine.config import Config, DictAction  # noqa: E402
 # tools/ is sys.path[0] when this file runs as a script (also under torchrun).
 from checkpoint_match import CheckpointMatchHook  # noqa: E402
 from runner_utils import (build_runner, check_annotation_files, check_scope,  # noqa: E402
-                          distributed_session, set_default_dataloader_cfg)
+                          distributed_session, set_default_dataloader_cfg,
+                          unpin_without_cuda)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model (nfnets_mm)')
     parser.add_argument('config', help='test config file path')
     parser.add_argument(
-        'checkpoint', help='checkpoint file; it must hold every weight of the model in the '
+        'checkpoint', nargs='?', default=None,
+        help='checkpoint file; it must hold every weight of the model in the '
         "model's shapes (a 'module.' prefix and EMA checkpoints are fine) unless "
-        '--allow-mismatch is given')
+        "--allow-mismatch is given. Optional when the config sets load_from (e.g. "
+        "load_from='dm-nfnets://F0'), which is then evaluated")
     parser.add_argument(
         '--allow-mismatch', action='store_true',
         help='evaluate even if the checkpoint lacks weights of the model or has them in '
@@ -43,8 +47,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--work-dir', help='the dir to save the evaluation metrics / logs')
     parser.add_argument('--out', help='dump the predictions to this pickle file')
     parser.add_argument('--force', action='store_true',
-                        help='overwrite the --out file if it exists')
-    parser.add_argument('--show-dir', help='save visualized predictions in this directory')
+                        help='overwrite the --out file if it exists, write into a non-empty '
+                        '--show-dir')
+    parser.add_argument(
+        '--show-dir',
+        help='save images with the predictions drawn (MMPretrain / MMDetection '
+        'visualizer: labels, or boxes and masks) in this directory; a relative path is '
+        'taken from the current directory (not from the work dir). An existing non-empty '
+        'directory is refused unless --force')
     parser.add_argument('--amp', action='store_true', help='mixed-precision test')
     parser.add_argument('--no-pin-memory', action='store_true',
                         help='disable pin_memory in the dataloader')
@@ -63,7 +73,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def enable_visualization(cfg: Config, scope: str, show_dir: str) -> None:
-    """Turn on the scope's visualization hook, writing images under ``show_dir``."""
+    """Turn on the scope's visualization hook, writing images under ``show_dir``.
+
+    ``show_dir`` is made absolute here: MMDetection's hook joins a relative
+    ``test_out_dir`` under ``<work_dir>/<timestamp>/``, MMPretrain's takes it from the
+    current directory; ``--show-dir out`` means ``./out`` for both.
+    """
+    show_dir = osp.abspath(show_dir)
     hooks = cfg.get('default_hooks', {})
     if 'visualization' not in hooks:
         raise KeyError('--show-dir needs a visualization hook in default_hooks '
@@ -84,7 +100,8 @@ def merge_args(cfg: Config, args: argparse.Namespace, scope: str) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    cfg.load_from = args.checkpoint
+    if args.checkpoint is not None:
+        cfg.load_from = args.checkpoint
     cfg.resume = False
     if args.amp:
         cfg.test_cfg = cfg.get('test_cfg', None) or {}
@@ -100,9 +117,15 @@ def merge_args(cfg: Config, args: argparse.Namespace, scope: str) -> Config:
 def main(argv=None) -> dict:
     """Evaluate; the process group of a distributed run is destroyed when it ends."""
     args = parse_args(argv)
-    for path, what in ((args.config, 'Config file'), (args.checkpoint, 'Checkpoint')):
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'{what} {path} does not exist.')
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'Config file {args.config} does not exist.')
+    if args.checkpoint is not None and not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'Checkpoint {args.checkpoint} does not exist.')
+    if args.show_dir is not None and not args.force and osp.isdir(args.show_dir) and \
+            os.listdir(args.show_dir):
+        raise FileExistsError(f'--show-dir {args.show_dir} exists and is not empty; images '
+                              'written there could replace files of the same name. Pass '
+                              '--force to write into it or choose another directory.')
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out}.')
@@ -112,7 +135,12 @@ def main(argv=None) -> dict:
     cfg = Config.fromfile(args.config)
     scope = check_scope(cfg, args.config)
     cfg = merge_args(cfg, args, scope)
+    if not cfg.get('load_from', None):
+        raise ValueError(f'No checkpoint to evaluate: give one (tools/test.py {args.config} '
+                         'CHECKPOINT) or set load_from in the config (e.g. '
+                         "load_from='dm-nfnets://F0' or a path / URL).")
     check_annotation_files(cfg, ['test_dataloader'])
+    unpin_without_cuda(cfg, ['test_dataloader'])
     with distributed_session(cfg):
         return evaluate(cfg, args, scope)
 

@@ -29,12 +29,15 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
 
 # tools/ is sys.path[0] when this file runs as a script (also under torchrun).
 from resume_utils import (is_uri, refuse_foreign_resume, refuse_overwrite,  # noqa: E402
                           resolve_resume)
 from runner_utils import (apply_amp, build_runner, check_annotation_files,  # noqa: E402
-                          check_scope, distributed_session, set_default_dataloader_cfg)
+                          check_scope, distributed_session, follow_training_length,
+                          schedule_snapshot, set_default_dataloader_cfg,
+                          unpin_without_cuda)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,7 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--auto-scale-lr', action='store_true',
         help='scale the lr linearly by (GPUs x batch per GPU) / auto_scale_lr.base_batch_size')
     parser.add_argument('--no-pin-memory', action='store_true',
-                        help='disable pin_memory in the dataloaders')
+                        help='disable pin_memory in the dataloaders (always off on machines '
+                        'without CUDA)')
     parser.add_argument(
         '--no-persistent-workers', action='store_true',
         help='disable persistent_workers in the dataloaders (always off for dataloaders '
@@ -76,7 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='override config settings, key=value pairs merged into the config, e.g. '
         'train_dataloader.batch_size=64, train_dataloader.num_workers=0 or key="[a,b]" '
         'for lists; the dataloader defaults (pin_memory, persistent_workers) are applied '
-        'after them')
+        'after them; a changed train_cfg.max_epochs / max_iters also moves the end of the '
+        'schedulers that ended at the old value')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     # torch.distributed.launch passes --local-rank (>= 2.0) or --local_rank.
@@ -91,7 +96,9 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Merge the command line into the config (CLI wins, ``--cfg-options`` last).
 
     The dataloader defaults are applied to the merged config, so ``--cfg-options
-    train_dataloader.num_workers=0`` also turns ``persistent_workers`` off.  ``--resume``
+    train_dataloader.num_workers=0`` also turns ``persistent_workers`` off.  A
+    ``train_cfg.max_epochs`` (``max_iters``) changed there moves the end of the
+    schedulers that ended at the old length (``runner_utils.follow_training_length``).  ``--resume``
     without a path leaves ``load_from=None``; ``resume_utils.resolve_resume`` then picks
     the checkpoint.
     """
@@ -122,7 +129,10 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
                            f'the config {args.config}.')
         cfg.auto_scale_lr.enable = True
     if args.cfg_options is not None:
+        before = schedule_snapshot(cfg)
         cfg.merge_from_dict(args.cfg_options)
+        for note in follow_training_length(cfg, before):
+            print_log(f'--cfg-options: {note}', logger='current')
     for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         set_default_dataloader_cfg(cfg, field, pin_memory=not args.no_pin_memory,
                                    persistent_workers=not args.no_persistent_workers)
@@ -141,6 +151,7 @@ def main(argv=None) -> None:
     resume_note = resolve_resume(cfg, force=args.force)
     refuse_overwrite(cfg, force=args.force)
     check_annotation_files(cfg, ['train_dataloader', 'val_dataloader'])
+    unpin_without_cuda(cfg, ('train_dataloader', 'val_dataloader', 'test_dataloader'))
     with distributed_session(cfg):
         train(cfg, resume_note)
 
