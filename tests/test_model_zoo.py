@@ -45,22 +45,23 @@ def test_generated_files_are_up_to_date():
     assert _generator().stale_files() == []
 
 
-def test_model_index_imports_the_metafile_and_mmpretrain_reads_it():
+def test_model_index_imports_the_metafile_and_mmpretrain_finds_the_models(models):
+    """``import nfnets_mm`` registered the index in MMPretrain's ModelHub, once."""
+    from mmpretrain import list_models
     from mmpretrain.apis import ModelHub
+
+    from nfnets_mm.models.model_zoo import register_model_zoo
     with open(osp.join(REPO_ROOT, 'model-index.yml'), encoding='utf-8') as f:
         assert yaml.safe_load(f) == {'Import': ['configs/nfnet/metafile.yml']}
-    before = dict(ModelHub._models_dict)
-    try:
-        ModelHub.register_model_index(osp.join(REPO_ROOT, 'model-index.yml'),
-                                      config_prefix=REPO_ROOT)
-        info = ModelHub._models_dict['nfnet-f1_3rdparty-dm_in1k']
-        assert info.config == osp.join(REPO_ROOT, 'configs/nfnet/dm_weights/f1_imagenet.py')
-        assert info.weights == get_variant('F1').dm_weights_url
-        assert info.in_collection == 'NFNet'
-        assert info.results[0].metrics['Top 1 Accuracy'] == get_variant('F1').top1
-    finally:
-        ModelHub._models_dict.clear()
-        ModelHub._models_dict.update(before)
+    names = sorted(m['Name'] for m in models)
+    assert sorted(list_models('nf*')) == names
+    info = ModelHub.get('nfnet-f1_3rdparty-dm_in1k')
+    assert info.weights == get_variant('F1').dm_weights_url and info.in_collection == 'NFNet'
+    assert info.results[0].metrics['Top 1 Accuracy'] == get_variant('F1').top1
+    assert info.config.model.backbone.arch == 'F1'
+    assert register_model_zoo() == []  # idempotent
+    with pytest.raises(FileNotFoundError, match='no-such-index.yml'):
+        register_model_zoo('no-such-index.yml')
 
 
 def test_every_nfnet_config_is_listed_once(models):
@@ -141,6 +142,8 @@ def test_image_classification_inferencer_with_an_nfnet_config(tmp_path):
         osp.join(REPO_ROOT, 'configs', 'nfnet', 'nfnet_demo.py'), pretrained=checkpoint,
         device='cpu')
     results = inferencer(images, batch_size=2)
+    by_name = ImageClassificationInferencer('nfnet-demo_synthetic', pretrained=checkpoint,
+                                            device='cpu')(images, batch_size=2)
 
     with torch.no_grad():  # the same images through the model directly (BGR arrays)
         batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
@@ -148,6 +151,8 @@ def test_image_classification_inferencer_with_an_nfnet_config(tmp_path):
         expected = torch.softmax(model(data['inputs'], mode='tensor'), dim=1)
     num_classes = len(cfg.classes)
     assert len(results) == 2
+    for result, named in zip(results, by_name):  # the zoo name is the same model
+        np.testing.assert_array_equal(result['pred_scores'], named['pred_scores'])
     for result, scores in zip(results, expected):
         assert set(result) == {'pred_scores', 'pred_label', 'pred_score', 'pred_class'}
         assert result['pred_scores'].shape == (num_classes, )

@@ -198,23 +198,26 @@ def readme_tables(entries: List[dict]) -> str:
         '### DeepMind\'s released weights (ImageNet-1k)', '',
         'Paper / release numbers (paper Table 3, DeepMind\'s README). "Ours": not measured here '
         '(evaluating them needs ImageNet val, which this project\'s machines do not hold).', '',
-        '| Model | Test size | Params (M) | FLOPs (G) | Top-1 (%) paper | Top-5 (%) paper '
+        '| Model | Name (`get_model`) | Test size | Params (M) | FLOPs (G) | Top-1 (%) paper '
+        '| Top-5 (%) paper '
         '| Top-1 (%) ours | Config | Download |',
-        '|:---|:---:|:---:|:---:|:---:|:---:|:---:|:---|:---|',
+        '|:---|:---|:---:|:---:|:---:|:---:|:---:|:---:|:---|:---|',
     ]
     for e in released:
         v = e['_variant']
         name = f'NFNet-{v.name}' + (' (SAM)' if v.sam else '')
-        lines.append(f'| {name} | {v.test_size} | {v.params_m} | {v.flops_g} | {v.top1} | '
+        lines.append(f'| {name} | `{e["Name"]}` | {v.test_size} | {v.params_m} | '
+                     f'{v.flops_g} | {v.top1} | '
                      f'{v.top5} | not measured | [config]({_rel(e["Config"])}) | '
                      f'[haiku]({e["Weights"]}) |')
     lines += [
         '', '### Training recipes (ImageNet-1k, from scratch)', '',
         'No weights trained with these configs yet ("ours": not measured). The paper column is '
         'what the paper reports for the same recipe (Table 3, mean of three seeds).', '',
-        '| Model | Train / test size | Dropout | RandAugment | Params (M) | FLOPs (G) '
+        '| Model | Name (`get_model`) | Train / test size | Dropout | RandAugment | Params (M) '
+        '| FLOPs (G) '
         '| Top-1 (%) paper | Top-1 (%) ours | Config |',
-        '|:---|:---:|:---:|:---:|:---:|:---:|:---:|:---:|:---|',
+        '|:---|:---|:---:|:---:|:---:|:---:|:---:|:---:|:---:|:---|',
     ]
     for e in entries:
         if e['_kind'] != 'recipe':
@@ -222,13 +225,14 @@ def readme_tables(entries: List[dict]) -> str:
         v = e['_variant']
         params = e['Metadata']['Parameters'] / 1e6
         if v is None:
-            lines.append(f'| NF-ResNet-50 | see config | see config | see config | '
+            lines.append(f'| NF-ResNet-50 | `{e["Name"]}` | see config | see config | see config | '
                          f'{params:.1f} | not in the paper | not in the paper | not measured | '
                          f'[config]({_rel(e["Config"])}) |')
             continue
         # Table 3 lists F6 only trained with SAM, which this recipe does not use
         top1 = f'{v.top1} with SAM' if v.sam else _fmt(v.top1)
-        lines.append(f'| NFNet-{v.name} | {v.train_size} / {v.test_size} | {v.dropout} | '
+        lines.append(f'| NFNet-{v.name} | `{e["Name"]}` | {v.train_size} / {v.test_size} | '
+                     f'{v.dropout} | '
                      f'{v.ra_num_layers} x {v.ra_magnitude} | {params:.1f} | '
                      f'{_fmt(v.flops_g)} | {top1} | not measured | '
                      f'[config]({_rel(e["Config"])}) |')
@@ -237,8 +241,9 @@ def readme_tables(entries: List[dict]) -> str:
         'The paper pre-trains on a private 300M-image dataset, then fine-tunes all layers on '
         'ImageNet (batch 2048, lr 0.1 cosine, 15k steps). Point the configs at your own '
         'pre-trained backbone. Table 4 reports NF-ResNets only.', '',
-        '| Model | Size | Params (M) | Top-1 (%) paper | Top-1 (%) ours | Config |',
-        '|:---|:---:|:---:|:---:|:---:|:---|',
+        '| Model | Name (`get_model`) | Size | Params (M) | Top-1 (%) paper | Top-1 (%) ours '
+        '| Config |',
+        '|:---|:---|:---:|:---:|:---:|:---:|:---|',
     ]
     for e in entries:
         if e['_kind'] != 'finetune':
@@ -248,14 +253,16 @@ def readme_tables(entries: List[dict]) -> str:
             name, top1 = 'NF-ResNet-50', NF_RESNET50_TABLE4_TOP1[e['_size']]
         else:
             name, top1 = f'NFNet-{e["_variant"].name}', None
-        lines.append(f'| {name} | {e["_size"]} | {params:.1f} | {_fmt(top1)} | not measured | '
+        lines.append(f'| {name} | `{e["Name"]}` | {e["_size"]} | {params:.1f} | {_fmt(top1)} | '
+                     f'not measured | '
                      f'[config]({_rel(e["Config"])}) |')
     demo = [e for e in entries if e['_kind'] == 'demo']
     lines += ['', '### CPU demo (synthetic data)', '',
-              '| Model | Size | Params (M) | Top-1 (%) ours | Config |',
-              '|:---|:---:|:---:|:---:|:---|']
+              '| Model | Name (`get_model`) | Size | Params (M) | Top-1 (%) ours | Config |',
+              '|:---|:---|:---:|:---:|:---:|:---|']
     for e in demo:
-        lines.append(f'| toy NFNet | {e["_size"]} | {e["Metadata"]["Parameters"] / 1e6:.2f} | '
+        params = e['Metadata']['Parameters'] / 1e6
+        lines.append(f'| toy NFNet | `{e["Name"]}` | {e["_size"]} | {params:.2f} | '
                      f'see the [README\'s Demo section](../../README.md#demo) | '
                      f'[config]({_rel(e["Config"])}) |')
     return '\n'.join(lines) + '\n'
