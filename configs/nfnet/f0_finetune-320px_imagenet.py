@@ -5,14 +5,15 @@
 #       --cfg-options model.backbone.init_cfg.checkpoint=path/to/pretrained.pth
 _base_ = ['./f0_finetune_imagenet.py']
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
-import copy  # noqa: E402
 
 # Fine-tune and evaluate at 320 px (eval: 352 x 352 resize + crop, as the recipe's eval):
-# the base's 224 px pipelines, re-sized (mmengine does not re-evaluate base variables).
+# the base's 224 px pipelines, re-sized step by step type (mmengine does not
+# re-evaluate base variables).
 finetune_size = 320
-train_pipeline = copy.deepcopy(_base_.train_pipeline)
-train_pipeline[1].scale = finetune_size  # RandomResizedCrop
-test_pipeline = copy.deepcopy(_base_.test_pipeline)
-test_pipeline[1].crop_size = finetune_size  # NFNetEvalResizeCrop
+_resized = dict(NFNetRandomResizedCrop=dict(scale=finetune_size),
+                NFNetEvalResizeCrop=dict(crop_size=finetune_size))
+train_pipeline = [dict(step, **_resized.get(step.type, {})) for step in _base_.train_pipeline]
+test_pipeline = [dict(step, **_resized.get(step.type, {})) for step in _base_.test_pipeline]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+del _resized

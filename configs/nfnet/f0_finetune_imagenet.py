@@ -17,31 +17,33 @@ _base_ = [
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
+from nfnets_mm.variants import get_variant  # noqa: E402
 
 pretrained = 'checkpoints/nfnet-f0_pretrained.pth'
 model = dict(
     backbone=dict(
-        type='NFNet', arch='F0', drop_path_rate=0.25,
+        type='NFNet', arch='F0', drop_path_rate=get_variant('F0').drop_path_rate,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    head=dict(in_channels=3072, dropout_rate=0.2),
+    head=dict(in_channels=3072, dropout_rate=get_variant('F0').dropout),
     # Fine-tuning uses no MixUp / CutMix (the paper describes none for it).
     train_cfg=None,
 )
 
-# Fine-tune and evaluate at 224 px (eval as the recipe's: 256 x 256 resize + centre crop;
-# mode='short_side' for MMPretrain's stock eval, see _base_/datasets/imagenet_nfnet.py).
+# Fine-tune and evaluate at 224 px with DeepMind's crop, resize and eval (no RandAugment):
+# TF's distorted-bounding-box crop + TF bicubic resize; eval 256 x 256 squash-resize + centre
+# crop.  Switches to MMPretrain's stock steps as in _base_/datasets/imagenet_nfnet.py:
+# sampler='inception', backend='pillow', mode='short_side'.
 finetune_size = 224
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=finetune_size, crop_ratio_range=(0.08, 1.0),
-         aspect_ratio_range=(3. / 4., 4. / 3.), backend='pillow', interpolation='bicubic'),
+    dict(type='NFNetRandomResizedCrop', scale=finetune_size, sampler='deepmind', backend='tf'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='NFNetEvalResizeCrop', crop_size=finetune_size, pad=32, mode='deepmind',
-         backend='pillow', interpolation='bicubic'),
+         backend='tf'),
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(batch_size=256, dataset=dict(pipeline=train_pipeline))

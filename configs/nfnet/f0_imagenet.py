@@ -14,14 +14,15 @@ _base_ = [
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
+from nfnets_mm.variants import get_variant  # noqa: E402
 
+# F0's row of the variant table (nfnets_mm/variants.py).  Its sizes and RandAugment level
+# are the dataset base's (_base_/datasets/imagenet_nfnet.py, from the same row); the other
+# variants re-size its pipelines.
 model = dict(
-    backbone=dict(arch='F0', drop_path_rate=0.25),
-    head=dict(in_channels=3072, dropout_rate=0.2),
+    backbone=dict(arch='F0', drop_path_rate=get_variant('F0').drop_path_rate),
+    head=dict(in_channels=3072, dropout_rate=get_variant('F0').dropout),
 )
-
-# F0's sizes are the dataset base's (_base_/datasets/imagenet_nfnet.py): train 192 px,
-# test 256 px, RandAugment magnitude 5; the other variants restate its pipelines.
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100),

@@ -1,23 +1,28 @@
 # NFNet-F1 on ImageNet: the recipe of ./f0_imagenet.py (paper Sec. 6.1, Table 3 / App. A) with
-# F1's depths (2, 4, 12, 6), train 224 px, test 320 px (352 x 352 resize + crop), dropout 0.3,
-# RandAugment magnitude 10.
+# F1's row of the variant table, nfnets_mm/variants.py (depths, train / test size, dropout,
+# RandAugment level, drop path).
 #
 #   bash tools/dist_train.sh configs/nfnet/f1_imagenet.py 8     # 8 GPUs x 512 = 4096
 _base_ = ['./f0_imagenet.py']
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
-import copy  # noqa: E402
+from nfnets_mm.variants import get_variant  # noqa: E402
 
-model = dict(backbone=dict(arch='F1'), head=dict(dropout_rate=0.3))
+# F1's row of the variant table (nfnets_mm/variants.py).
+train_size, test_size, ra_magnitude, ra_num_layers, dropout, drop_path_rate = (
+    getattr(get_variant('F1'), key) for key in (
+        'train_size', 'test_size', 'ra_magnitude', 'ra_num_layers', 'dropout', 'drop_path_rate'))
+model = dict(backbone=dict(arch='F1', drop_path_rate=drop_path_rate),
+             head=dict(dropout_rate=dropout))
 
-train_size, test_size, ra_magnitude = 224, 320, 10
-# F0's pipelines, re-sized (mmengine does not re-evaluate base variables).
-train_pipeline = copy.deepcopy(_base_.train_pipeline)
-train_pipeline[1].scale = train_size  # RandomResizedCrop
-train_pipeline[3].magnitude_level = ra_magnitude  # RandAugment
-train_pipeline[3].policies = [  # RandAugment's Translate: up to 100 px at this size
-    dict(p, magnitude_range=(0, 100 / train_size)) if p.type == 'Translate' else p
-    for p in train_pipeline[3].policies]
-test_pipeline = copy.deepcopy(_base_.test_pipeline)
-test_pipeline[1].crop_size = test_size  # NFNetEvalResizeCrop
+# F0's pipelines (the dataset base, DeepMind's protocol) with this variant's numbers, step by
+# step type (mmengine does not re-evaluate base variables).
+_resized = dict(
+    NFNetRandomResizedCrop=dict(scale=train_size),
+    NFNetRandAugment=dict(magnitude=ra_magnitude, image_size=train_size,
+                          num_layers=ra_num_layers),
+    NFNetEvalResizeCrop=dict(crop_size=test_size))
+train_pipeline = [dict(step, **_resized.get(step.type, {})) for step in _base_.train_pipeline]
+test_pipeline = [dict(step, **_resized.get(step.type, {})) for step in _base_.test_pipeline]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+del _resized

@@ -9,7 +9,6 @@
 #   bash tools/dist_train.sh configs/nfnet/nf_resnet50_imagenet.py 8    # 8 x 512 = 4096
 _base_ = ['./f0_imagenet.py']
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
-import copy  # noqa: E402
 
 model = dict(
     backbone=dict(_delete_=True, type='NFResNet', depth=50, drop_path_rate=0.1),
@@ -17,14 +16,14 @@ model = dict(
 )
 
 train_size, test_size, ra_magnitude = 224, 224, 10
-# F0's pipelines, re-sized (mmengine does not re-evaluate base variables).
-train_pipeline = copy.deepcopy(_base_.train_pipeline)
-train_pipeline[1].scale = train_size  # RandomResizedCrop
-train_pipeline[3].magnitude_level = ra_magnitude  # RandAugment
-train_pipeline[3].policies = [  # RandAugment's Translate: up to 100 px at this size
-    dict(p, magnitude_range=(0, 100 / train_size)) if p.type == 'Translate' else p
-    for p in train_pipeline[3].policies]
-test_pipeline = copy.deepcopy(_base_.test_pipeline)
-test_pipeline[1].crop_size = test_size  # NFNetEvalResizeCrop
+# F0's pipelines (the dataset base, DeepMind's protocol) with this variant's numbers, step by
+# step type (mmengine does not re-evaluate base variables).
+_resized = dict(
+    NFNetRandomResizedCrop=dict(scale=train_size),
+    NFNetRandAugment=dict(magnitude=ra_magnitude, image_size=train_size),
+    NFNetEvalResizeCrop=dict(crop_size=test_size))
+train_pipeline = [dict(step, **_resized.get(step.type, {})) for step in _base_.train_pipeline]
+test_pipeline = [dict(step, **_resized.get(step.type, {})) for step in _base_.test_pipeline]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+del _resized

@@ -5,16 +5,18 @@
 # ws_eps_mode='max'), final conv to 3072 + 1000-way linear.
 # Eval preprocessing as DeepMind's (eval_preproc='resize_crop_32'): the whole image resized
 # to 288 x 288 (256 + 32) without keeping its aspect ratio, then the centre 256 x 256.
-# The resize is Pillow bicubic (antialiased), not yet DeepMind's TF bicubic without
-# antialiasing. mode='short_side' in NFNetEvalResizeCrop gives MMPretrain's stock eval
-# (short side to 288, aspect kept, centre crop):
-#   --cfg-options test_dataloader.dataset.pipeline.1.mode=short_side
+# The resize is DeepMind's TF bicubic without antialiasing (backend='tf'; float32, not
+# clamped).  Switches to MMPretrain's stock eval: mode='short_side' (short side to 288,
+# aspect kept, centre crop) and backend='pillow' (Pillow's antialiased bicubic):
+#   --cfg-options test_dataloader.dataset.pipeline.1.mode=short_side \
+#                 test_dataloader.dataset.pipeline.1.backend=pillow
 # ImageNet RGB mean / std normalisation.
 # timm's conversion of the same weights reports 83.47 top-1 at 256 px.
 #
 #   python tools/test.py configs/nfnet/dm_weights/f0_imagenet.py f0_converted.pth
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
+from nfnets_mm.variants import get_variant  # noqa: E402
 
 model = dict(
     type='ImageClassifier',
@@ -30,7 +32,7 @@ model = dict(
         type='NFNetClsHead',
         num_classes=1000,
         in_channels=3072,
-        dropout_rate=0.2,  # inactive at test time
+        dropout_rate=get_variant('F0').dropout,  # inactive at test time
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
         topk=(1, 5)),
     data_preprocessor=dict(
@@ -40,11 +42,11 @@ model = dict(
         to_rgb=True),
 )
 
-test_size = 256
+test_size = get_variant('F0').test_size
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='NFNetEvalResizeCrop', crop_size=test_size, pad=32, mode='deepmind',
-         backend='pillow', interpolation='bicubic'),
+         backend='tf'),
     dict(type='PackInputs'),
 ]
 test_dataloader = dict(

@@ -1,17 +1,19 @@
 # Evaluate DeepMind's released NFNet-F2 weights (F2_haiku.npz, converted) on ImageNet
 # val, test-only: ./f0_imagenet.py (DeepMind's forward and eval preprocessing) with F2's
-# arch and a 352 px centre crop after a bicubic resize of the whole image to 384 x 384.
+# arch and its test size from the variant table (a centre crop after a resize of the whole image
+# to test + 32 square).
 # timm's conversion of the same weights reports 85.18 top-1 at 352 px.
 #
 #   python tools/test.py configs/nfnet/dm_weights/f2_imagenet.py f2_converted.pth
 _base_ = ['./f0_imagenet.py']
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
-import copy  # noqa: E402
+from nfnets_mm.variants import get_variant  # noqa: E402
 
-model = dict(backbone=dict(arch='F2'), head=dict(dropout_rate=0.4))  # dropout: train only
-
-# The base pipeline holds F0's size (mmengine does not re-evaluate it): restate the sizes.
-test_size = 352
-test_pipeline = copy.deepcopy(_base_.test_pipeline)
-test_pipeline[1].crop_size = test_size  # NFNetEvalResizeCrop
+# F2's row of the variant table (nfnets_mm/variants.py); dropout acts in training only.
+model = dict(backbone=dict(arch='F2'), head=dict(dropout_rate=get_variant('F2').dropout))
+test_size = get_variant('F2').test_size
+# The base's pipeline re-sized, step by step type (mmengine does not re-evaluate base
+# variables).
+test_pipeline = [dict(step, crop_size=test_size) if step.type == 'NFNetEvalResizeCrop' else step
+                 for step in _base_.test_pipeline]
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

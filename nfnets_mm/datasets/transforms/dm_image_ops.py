@@ -76,9 +76,24 @@ def contrast_constant(height: int, width: int) -> int:
     return int(np.clip(_F32(height * width) / _F32(256.0), 0.0, 255.0).astype(np.uint8))
 
 
-def contrast(image: np.ndarray, factor: float) -> np.ndarray:
-    """Blend from the constant :func:`contrast_constant` (factor 0) to the image."""
-    level = contrast_constant(*image.shape[:2])
+#: ``reference`` values of :func:`contrast`.
+CONTRAST_REFERENCES = ('size', 'mean')
+
+
+def contrast(image: np.ndarray, factor: float, reference: str = 'size',
+             channel_order: str = 'bgr') -> np.ndarray:
+    """Blend from a uniform grey (factor 0) to the image.
+
+    ``reference='size'`` (DeepMind's): the grey is :func:`contrast_constant`, set by the
+    image size only.  ``reference='mean'`` (PIL's ``ImageEnhance.Contrast``, mmcv's): the
+    image's mean grey level, rounded (TF's grey, :func:`tf_grayscale`).
+    """
+    if reference == 'size':
+        level = contrast_constant(*image.shape[:2])
+    elif reference == 'mean':
+        level = int(tf_grayscale(image, channel_order).mean() + 0.5)
+    else:
+        raise ValueError(f'reference must be one of {CONTRAST_REFERENCES}, got {reference!r}')
     return blend(np.full_like(image, level), image, factor)
 
 
@@ -217,7 +232,7 @@ def cutout(image: np.ndarray, pad_size: int, center_y: int, center_x: int,
 
 
 __all__ = ['GREY', 'TF_GREY_WEIGHTS_RGB', 'CHANNEL_ORDERS', 'blend', 'tf_grayscale', 'color',
-           'contrast_constant', 'contrast', 'brightness', 'sharpness', 'posterize',
+           'contrast_constant', 'CONTRAST_REFERENCES', 'contrast', 'brightness', 'sharpness', 'posterize',
            'solarize', 'solarize_add', 'autocontrast', 'equalize', 'invert',
            'projective_nearest', 'rotate', 'translate_x', 'translate_y', 'shear_x',
            'shear_y', 'cutout']

@@ -108,6 +108,10 @@ class NFNetRandAugment(BaseTransform):
             ``'rgb'``; only Color's grey weights depend on it. Defaults to ``'bgr'``.
         solarize_threshold_wraps (bool): Solarize's threshold modulo 256, as DeepMind's TF
             graph ran it (see :func:`op_argument`). Defaults to True.
+        contrast_reference (str): What Contrast blends toward: ``'size'`` (DeepMind's
+            constant ``min(H * W / 256, 255)``, :func:`~.dm_image_ops.contrast_constant`)
+            or ``'mean'`` (the image's mean grey, as PIL / mmcv / MMPretrain's
+            ``Contrast``). Defaults to ``'size'``.
     """
 
     def __init__(self,
@@ -119,7 +123,8 @@ class NFNetRandAugment(BaseTransform):
                  cutout_const: float = 40.,
                  fill: Sequence[int] = dm_ops.GREY,
                  channel_order: str = 'bgr',
-                 solarize_threshold_wraps: bool = True) -> None:
+                 solarize_threshold_wraps: bool = True,
+                 contrast_reference: str = 'size') -> None:
         if isinstance(magnitude, bool) or not isinstance(magnitude, (int, float)) \
                 or not magnitude >= 0:
             raise ValueError(f'magnitude must be a number >= 0, got {magnitude!r}')
@@ -134,6 +139,9 @@ class NFNetRandAugment(BaseTransform):
         if channel_order not in dm_ops.CHANNEL_ORDERS:
             raise ValueError(f'channel_order must be one of {dm_ops.CHANNEL_ORDERS}, got '
                              f'{channel_order!r}')
+        if contrast_reference not in dm_ops.CONTRAST_REFERENCES:
+            raise ValueError(f'contrast_reference must be one of '
+                             f'{dm_ops.CONTRAST_REFERENCES}, got {contrast_reference!r}')
         fill = tuple(int(v) for v in fill)
         if len(fill) != 3 or not all(0 <= v <= 255 for v in fill):
             raise ValueError(f'fill must be three values in [0, 255], got {fill!r}')
@@ -146,6 +154,7 @@ class NFNetRandAugment(BaseTransform):
         self.fill = fill
         self.channel_order = channel_order
         self.solarize_threshold_wraps = solarize_threshold_wraps
+        self.contrast_reference = contrast_reference
         self.arguments: Dict[str, object] = {
             name: op_argument(name, magnitude, translate_const, cutout_const,
                               solarize_threshold_wraps) for name in self.ops}
@@ -173,7 +182,7 @@ class NFNetRandAugment(BaseTransform):
         if name == 'Color':
             return dm_ops.color(img, arg, self.channel_order)
         if name == 'Contrast':
-            return dm_ops.contrast(img, arg)
+            return dm_ops.contrast(img, arg, self.contrast_reference, self.channel_order)
         if name == 'Brightness':
             return dm_ops.brightness(img, arg)
         if name == 'Sharpness':
@@ -222,4 +231,5 @@ class NFNetRandAugment(BaseTransform):
                 f'ops={list(self.ops)}, translate_const={self.translate_const}, '
                 f'cutout_const={self.cutout_const}, fill={self.fill}, '
                 f'channel_order={self.channel_order!r}, '
-                f'solarize_threshold_wraps={self.solarize_threshold_wraps})')
+                f'solarize_threshold_wraps={self.solarize_threshold_wraps}, '
+                f'contrast_reference={self.contrast_reference!r})')

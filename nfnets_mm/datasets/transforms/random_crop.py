@@ -13,12 +13,14 @@ import mmcv
 import numpy as np
 from mmcv.transforms.utils import cache_randomness
 from mmengine.registry import TRANSFORMS
-from mmpretrain.datasets.transforms import EfficientNetRandomCrop
+from mmpretrain.datasets.transforms import EfficientNetRandomCrop, RandomResizedCrop
 
 from .tf_resize import tf_bicubic_resize
 
 #: ``backend`` values: TF's bicubic (DeepMind) or one of mmcv's ``imresize`` backends.
 RESIZE_BACKENDS = ('tf', 'pillow', 'cv2')
+#: ``sampler`` values of :class:`NFNetRandomResizedCrop`.
+CROP_SAMPLERS = ('deepmind', 'inception')
 
 
 def _lrint(x: float) -> int:
@@ -126,6 +128,10 @@ class NFNetRandomResizedCrop(EfficientNetRandomCrop):
       ``int(min(H, W) / (scale + crop_padding) * scale)`` at offset ``((H - side) + 1) // 2``
       (MMPretrain passes a float side).
 
+    ``sampler='inception'`` switches to MMPretrain's stock ``RandomResizedCrop`` sampler
+    (torchvision's: area uniform in ``crop_ratio_range``, log-uniform aspect ratio, centre
+    fallback keeping an in-range aspect ratio; ``min_covered`` and ``crop_padding`` unused).
+
     The resize is ``backend='tf'`` (default): TF's bicubic without antialiasing
     (:func:`tf_bicubic_resize`; float32 output, not clamped, as DeepMind's), or ``'pillow'``
     / ``'cv2'`` with ``interpolation`` for mmcv's ``imresize`` (MMPretrain's stock resize;
@@ -142,10 +148,14 @@ class NFNetRandomResizedCrop(EfficientNetRandomCrop):
         interpolation (str): mmcv interpolation for the ``'pillow'`` / ``'cv2'`` backends;
             must be ``'bicubic'`` with ``'tf'``. Defaults to ``'bicubic'``.
         backend (str): ``'tf'``, ``'pillow'`` or ``'cv2'``. Defaults to ``'tf'``.
+        sampler (str): ``'deepmind'`` or ``'inception'``. Defaults to ``'deepmind'``.
     """
 
     def __init__(self, scale: int, min_covered: float = 0.1, crop_padding: int = 32,
-                 interpolation: str = 'bicubic', backend: str = 'tf', **kwargs) -> None:
+                 interpolation: str = 'bicubic', backend: str = 'tf',
+                 sampler: str = 'deepmind', **kwargs) -> None:
+        if sampler not in CROP_SAMPLERS:
+            raise ValueError(f'sampler must be one of {CROP_SAMPLERS}, got {sampler!r}')
         if not isinstance(scale, int) or scale <= 0:
             raise ValueError(f'scale must be a positive int (square crop side), got {scale!r}')
         check_backend(backend, interpolation)
@@ -154,10 +164,13 @@ class NFNetRandomResizedCrop(EfficientNetRandomCrop):
                          interpolation=interpolation,
                          backend='cv2' if backend == 'tf' else backend, **kwargs)
         self.backend = backend
+        self.sampler = sampler
 
     @cache_randomness
     def rand_crop_params(self, img: np.ndarray) -> Tuple[int, int, int, int]:
         """``(top, left, h, w)`` of the crop (TF's sampler, DeepMind's fallback)."""
+        if self.sampler == 'inception':
+            return RandomResizedCrop.__dict__['rand_crop_params'].func(self, img)
         height, width = img.shape[:2]
         box = sample_distorted_box(
             height, width, np.random, area_range=self.crop_ratio_range,
@@ -175,3 +188,6 @@ class NFNetRandomResizedCrop(EfficientNetRandomCrop):
         results['img'] = img
         results['img_shape'] = img.shape[:2]
         return results
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f', sampler={self.sampler!r})'
