@@ -254,3 +254,15 @@ def test_wiring_check_for_backbones_without_out_channels_checks_the_first_forwar
     assert handle is not None and len(model.neck._forward_pre_hooks) == 1
     outs = model.neck(model.backbone(torch.randn(1, 3, 32, 32)))
     assert len(outs) == 4 and not model.neck._forward_pre_hooks  # removed once it passed
+
+
+def test_wiring_check_of_a_single_map_neck_compares_the_last_map():
+    """Necks with an int in_channels (YOLOF's DilatedEncoder ...) take the last map."""
+    from nfnets_mm.models.backbones import NFNet
+    backbone = NFNet(arch=TINY_NFNET_ARCH, out_indices=(0, 1, 2, 3), with_final_conv=False)
+    neck = torch.nn.Module()
+    neck.in_channels = 128
+    assert check_neck_wiring(SimpleNamespace(backbone=backbone, neck=neck))
+    neck.in_channels = 2048
+    with pytest.raises(NeckWiringError, match=r'\[32, 64, 128, 128\].*in_channels=2048'):
+        check_neck_wiring(SimpleNamespace(backbone=backbone, neck=neck))

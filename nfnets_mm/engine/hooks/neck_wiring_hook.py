@@ -1,5 +1,5 @@
 """Check that a detector's neck takes the channels its backbone returns."""
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import torch.nn as nn
 from mmengine.hooks import Hook
@@ -17,22 +17,35 @@ def _first_neck(neck: nn.Module) -> nn.Module:
     return neck[0] if isinstance(neck, nn.Sequential) and len(neck) else neck
 
 
-def _neck_in_channels(neck: nn.Module) -> Optional[List[int]]:
+def _neck_in_channels(neck: nn.Module) -> Union[int, List[int], None]:
+    """``neck.in_channels``: a list (one per input map), an int (necks that take one map,
+    the last, e.g. YOLOF's ``DilatedEncoder``), or None if unknown."""
     channels = getattr(neck, 'in_channels', None)
     if isinstance(channels, int):
-        return [channels]
+        return channels
     if isinstance(channels, (list, tuple)) and all(isinstance(c, int) for c in channels):
         return list(channels)
     return None
 
 
+def _matches(got: Sequence[int], expected: Union[int, List[int]]) -> bool:
+    if isinstance(expected, int):
+        return len(got) > 0 and got[-1] == expected
+    return list(got) == expected
+
+
 def _mismatch_message(backbone: nn.Module, neck: nn.Module, got: Sequence[int],
-                      expected: Sequence[int], source: str) -> str:
+                      expected: Union[int, List[int]], source: str) -> str:
+    if isinstance(expected, int):
+        fix = f'Set model.neck.in_channels={list(got)[-1] if got else "?"} (the last map\'s)'
+        maps = 'a last map of that width'
+    else:
+        fix = f'Set model.neck.in_channels={list(got)} (the backbone\'s out_channels)'
+        maps = f'{len(expected)} maps of those widths'
     return (f'model.neck.in_channels does not match the backbone: '
             f'{type(backbone).__name__} {source} {list(got)}, but '
-            f'{type(neck).__name__} expects in_channels={list(expected)}. '
-            f'Set model.neck.in_channels={list(got)} (the backbone\'s out_channels), or change '
-            f'the backbone\'s out_indices to return {len(expected)} maps of those widths.')
+            f'{type(neck).__name__} expects in_channels={expected}. '
+            f'{fix}, or change the backbone\'s out_indices to return {maps}.')
 
 
 def check_neck_wiring(model: nn.Module) -> bool:
@@ -62,7 +75,7 @@ def check_neck_wiring(model: nn.Module) -> bool:
     got = getattr(backbone, 'out_channels', None)
     if expected is None or not isinstance(got, (list, tuple)):
         return False
-    if list(got) != expected:
+    if not _matches(list(got), expected):
         raise NeckWiringError(
             _mismatch_message(backbone, neck, got, expected, 'returns out_channels'))
     return True
@@ -96,7 +109,7 @@ def install_neck_input_check(model: nn.Module) -> Optional[object]:
         inputs = args[0] if args else None
         if isinstance(inputs, (list, tuple)) and all(hasattr(x, 'shape') for x in inputs):
             got = [int(x.shape[1]) for x in inputs]
-            if got != expected:
+            if not _matches(got, expected):
                 raise NeckWiringError(
                     _mismatch_message(backbone, module, got, expected,
                                       'returns feature maps with channels'))
