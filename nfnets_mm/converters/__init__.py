@@ -14,10 +14,10 @@ MMPretrain state dicts, and loading them as pretrained weights in one config lin
 """
 from . import deepmind, timm  # noqa: F401
 from ._common import ConversionError
-from .pretrained import (DM_SCHEME, CheckpointDownloadError, CheckpointNotFoundError,
-                         PretrainedArchMismatchError, dm_weights_url, load_checkpoint_file,
-                         source_format)
+from .pretrained import (DM_SCHEME, PRETRAINED_LOAD_ERRORS, CheckpointDownloadError,
+                         CheckpointNotFoundError, PretrainedArchMismatchError,
+                         dm_weights_url, load_checkpoint_file, source_format)
 
-__all__ = ['deepmind', 'timm', 'ConversionError', 'DM_SCHEME', 'CheckpointDownloadError',
-           'CheckpointNotFoundError', 'PretrainedArchMismatchError', 'dm_weights_url',
-           'load_checkpoint_file', 'source_format']
+__all__ = ['deepmind', 'timm', 'ConversionError', 'DM_SCHEME', 'PRETRAINED_LOAD_ERRORS',
+           'CheckpointDownloadError', 'CheckpointNotFoundError', 'PretrainedArchMismatchError',
+           'dm_weights_url', 'load_checkpoint_file', 'source_format']

@@ -48,14 +48,15 @@ import torch
 from mmengine.logging import print_log
 
 from nfnets_mm.utils.checkpoint_io import save_checkpoint_atomic
-from nfnets_mm.utils.safe_checkpoint import (CorruptCheckpointError, UnsafePickleError,
-                                             load_with_allowlist, safe_load)
+from nfnets_mm.utils.safe_checkpoint import (CorruptCheckpointError, UnsafeCheckpointError,
+                                             UnsafePickleError, load_with_allowlist,
+                                             safe_load)
 from nfnets_mm.variants import NFNET_VARIANTS, get_variant
 from . import deepmind, timm
 from ._common import ConversionError, match_nfnet_variant
 
 __all__ = ['DM_SCHEME', 'CheckpointNotFoundError', 'CheckpointDownloadError',
-           'PretrainedArchMismatchError', 'dm_weights_url', 'how_to_get', 'source_format',
+           'PretrainedArchMismatchError', 'PRETRAINED_LOAD_ERRORS', 'dm_weights_url', 'how_to_get', 'source_format',
            'load_checkpoint_file', 'converted_cache_dir', 'install_arch_check']
 
 #: The alias scheme of DeepMind's released weights: ``dm-nfnets://F0`` ... ``F6``.
@@ -74,6 +75,14 @@ class CheckpointDownloadError(OSError):
 
 class PretrainedArchMismatchError(ValueError):
     """Converted weights of one architecture loaded into a model of another."""
+
+
+#: Errors of loading pretrained weights whose message is the whole story (what is
+#: wrong and what to do): command lines print them as one ``error:`` line, without a
+#: traceback through MMEngine.
+PRETRAINED_LOAD_ERRORS = (CheckpointNotFoundError, CheckpointDownloadError,
+                          PretrainedArchMismatchError, UnsafeCheckpointError,
+                          CorruptCheckpointError)
 
 
 # ----------------------------------------------------------------------------
