@@ -29,6 +29,12 @@ to ``torch.load`` calls that do not pass ``weights_only``, and :func:`safe_load`
 ``CheckpointLoader`` scheme (local files, ``http(s)://``, the model zoos ...) at
 ``import nfnets_mm``.
 
+Plain pickles that are not PyTorch checkpoints (DeepMind's ``F*_haiku.npz``: dicts of
+NumPy arrays) are read by :class:`RestrictedUnpickler` (:func:`restricted_load`), the
+package's one unpickler for them: it admits the NumPy part of :data:`ALLOWLIST` and
+builtin containers and refuses every other global with :class:`UnsafePickleError` (an
+``UnsafeCheckpointError``) before it is imported.
+
 Threads: PyTorch's safe-globals set, ``HistoryBuffer``'s statistics registry and the
 environment are process-wide, so loads through this module run one at a time (an
 ``RLock``, per thread: a loader may call another one safely in the same thread).
@@ -190,8 +196,6 @@ def _restricted_globals() -> Dict[Tuple[str, str], Any]:
             name = f'{obj.__module__}.{obj.__qualname__}'
         module, _, attr = name.rpartition('.')
         allowed[(module, attr)] = obj
-    allowed[('numpy', 'ndarray')] = np.ndarray
-    allowed[('numpy', 'dtype')] = np.dtype
     for module in ('numpy.core.numeric', 'numpy._core.numeric'):
         allowed[(module, '_frombuffer')] = _numpy_numeric()._frombuffer
     for container in (dict, list, tuple, set, frozenset, bytearray):
