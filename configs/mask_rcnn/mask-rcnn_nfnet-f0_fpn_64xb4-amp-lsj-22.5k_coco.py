@@ -1,5 +1,5 @@
 # Mask R-CNN + FPN, NFNet-F0 backbone, the NFNet paper's COCO setting (Sec. 6.3): 22,500
-# iterations at batch 256 (64 GPUs x 4), large-scale jitter at 1024 px, bf16, AGC.
+# iterations at batch 256 (64 GPUs x 4), large-scale jitter at 1024 px, fp16 AMP, AGC.
 # Paper Table 5: 46.7 box AP / 40.9 mask AP. Settings and their sources:
 # ../_base_/detection/mask-rcnn_nfnet_fpn_lsj-22.5k_coco.py.
 #

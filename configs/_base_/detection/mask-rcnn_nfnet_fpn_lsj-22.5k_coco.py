@@ -19,8 +19,12 @@
 #   train/agc_clip_fraction stays high at batch 256, raise clipping (0.02-0.04).
 # - No weight decay on gains, skip gains and biases (DeepMind's NFNet rule, applied by
 #   AGCOptimWrapperConstructor).
-# - bf16 autocast (DeepMind trains in bf16 on TPU): dtype='auto' is bf16 where the GPU has
-#   it natively, else fp16 with a logged line; loss_scale='auto' scales only fp16.
+# - fp16 autocast with dynamic loss scaling (loss_scale='auto'), as MMDetection's own AMP
+#   configs. Not bf16 (DeepMind's TPU precision, dtype='auto' elsewhere in this package):
+#   mmcv 2.1's RoIAlign has no bf16 kernel (CPU and CUDA dispatch float / double / half only),
+#   and mmdet casts the RoIs to the feature dtype, where bf16's 8-bit mantissa would round box
+#   coordinates near 1024 px to steps of 4-8 px. tests/test_detection_configs.py fails once
+#   mmcv's RoIAlign accepts bf16, as a reminder to switch.
 # - 64 GPUs x 4 images: NFNets have no normalization layers, so the per-GPU batch does not
 #   change the model (no BN statistics): 128 x 2 or 256 x 1 train the same way; with fewer
 #   GPUs keep batch 256 by raising the per-GPU batch or pass --auto-scale-lr (linear rule,
@@ -68,8 +72,8 @@ lr = 0.32
 optim_wrapper = dict(
     _delete_=True,
     type='AmpAGCOptimWrapper',
-    dtype='auto',
-    loss_scale='auto',
+    dtype='float16',
+    loss_scale='auto',  # dynamic for fp16
     constructor='AGCOptimWrapperConstructor',
     optimizer=dict(type='SGD', lr=lr, momentum=0.9, weight_decay=4e-5),
     clip_grad=dict(type='agc', clipping=0.01, eps=1e-3, exclude=_base_.agc_exclude))

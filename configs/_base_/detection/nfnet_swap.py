@@ -23,7 +23,7 @@ model = dict(
 # AGC on every layer but the detector's output layers (MaskRCNN, FasterRCNN, RetinaNet are
 # known; for others write the fnmatch patterns of their output layers' weights). Keeps the
 # config's optimizer, lr and paramwise_cfg; replaces its clip_grad. With an AmpOptimWrapper
-# config use type='AmpAGCOptimWrapper'.
+# config use type='AmpAGCOptimWrapper', dtype='float16' (mmcv's RoIAlign has no bf16 kernel).
 optim_wrapper = dict(
     _delete_=True,
     type='AGCOptimWrapper',
