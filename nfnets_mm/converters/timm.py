@@ -10,7 +10,7 @@ Supported timm families (detected from the state dict):
   gamma in the activations, the converter multiplies the gains of the two convs that do
   not follow an activation (``stem.conv1`` and ``final_conv``) by gamma and divides the
   classifier weight by gamma; the result is exact.  GELU is assumed for F-shaped models
-  and SiLU for ``nfnet_l0``-shaped ones; pass ``--act`` otherwise.
+  and SiLU for ``nfnet_l0``-shaped ones; pass ``act`` (``--act``) otherwise.
 * ``nf_resnet*`` / ``nf_seresnet*``: timm's NF-ResNets take the shortcut of strided
   transition blocks through a 2x2 average pool (``ceil_mode``, ``count_include_pad=False``)
   and a stride-1 1x1 conv ("ResNet-D"), so they load exactly into
