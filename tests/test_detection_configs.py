@@ -115,6 +115,22 @@ def test_f1_differs_from_f0_only_in_the_variant():
     assert f0_dict == f1_dict
 
 
+@pytest.mark.parametrize('variant', ['F0', 'F1'])
+def test_1x_configs_share_the_model_base(variant):
+    """mmdet's 1x schedule (fp32, batch 16) with the same NFNet model as the LSJ configs."""
+    cfg = load(f'configs/mask_rcnn/mask-rcnn_nfnet-{variant.lower()}_fpn_1x_coco.py')
+    lsj = load(LSJ.format(variant.lower()))
+    model = copy.deepcopy(cfg.model.to_dict())
+    lsj_model = copy.deepcopy(lsj.model.to_dict())
+    model.pop('data_preprocessor')
+    lsj_model.pop('data_preprocessor')  # LSJ pads to 1024 x 1024
+    assert model == lsj_model
+    assert cfg.train_cfg.max_epochs == 12 and cfg.train_dataloader.batch_size == 2
+    assert cfg.optim_wrapper.type == 'AGCOptimWrapper'
+    assert cfg.optim_wrapper.clip_grad.exclude == detector_output_layers('MaskRCNN')
+    assert cfg.default_hooks.neck_wiring.type == 'NFNeckWiringCheckHook'
+
+
 @pytest.fixture(scope='module')
 def f0_lsj_detector():
     """The F0 LSJ detector as configured (F0 size; no init_weights: no download)."""
