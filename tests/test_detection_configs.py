@@ -67,7 +67,12 @@ def test_lsj_config_is_the_papers_setting(variant):
     assert tuple(jitter.scale) == (1024, 1024) and tuple(jitter.ratio_range) == (0.1, 2.0)
     (crop, ) = [t for t in pipeline if t.type == 'RandomCrop']
     assert tuple(crop.crop_size) == (1024, 1024)
-    (pad, ) = cfg.model.data_preprocessor.batch_augments
+    # the input normalization DeepMind's weights were trained with (nfnets/dataset.py)
+    preprocessor = cfg.model.data_preprocessor
+    assert preprocessor.bgr_to_rgb is True
+    assert preprocessor.mean == pytest.approx([0.485 * 255, 0.456 * 255, 0.406 * 255])
+    assert preprocessor.std == pytest.approx([0.229 * 255, 0.224 * 255, 0.225 * 255])
+    (pad, ) = preprocessor.batch_augments
     assert pad.type == 'BatchFixedSizePad' and tuple(pad.size) == (1024, 1024) and pad.pad_mask
     for loader in (cfg.val_dataloader, cfg.test_dataloader):
         (resize, ) = [t for t in loader.dataset.pipeline if t.type == 'Resize']
