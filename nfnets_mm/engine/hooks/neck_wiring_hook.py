@@ -123,8 +123,9 @@ def install_neck_input_check(model: nn.Module) -> Optional[object]:
 class NFNeckWiringCheckHook(Hook):
     """Stop a run whose neck does not take the backbone's channels, with a clear error.
 
-    At ``before_run`` (after the model is built and wrapped, before pretrained weights
-    are loaded or any data is read) it compares ``backbone.out_channels`` with
+    At ``before_run`` (the first hook call of ``runner.train()`` / ``val()`` / ``test()``:
+    after the model, data loaders and optimizer are built, before pretrained weights are
+    loaded and before the first iteration) it compares ``backbone.out_channels`` with
     ``neck.in_channels`` (:func:`check_neck_wiring`); for backbones that do not expose
     ``out_channels`` it checks the first feature maps that reach the neck instead
     (:func:`install_neck_input_check`).  Either way the error names both lists.
