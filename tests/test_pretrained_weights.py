@@ -9,6 +9,7 @@ the state dict of a real (small) timm ``NormFreeNet`` in ``dm_nfnet`` form.
 """
 import dataclasses
 import io
+import logging
 import os
 import os.path as osp
 import pickle
@@ -378,3 +379,21 @@ def test_local_dm_file_is_converted_by_rank_0_first(rank, dm_source, tmp_path, m
     assert str(info.value) == (f'rank 0 failed to load {path}: refusing to load global '
                                'os.system')
     assert [s[0] for s in sent] == ['broadcast']
+
+
+def test_other_numerics_options_are_warned_about(dm_source, tmp_path, monkeypatch):
+    """DeepMind weights into a model with symmetric padding and exact GELU load (e.g.
+    for deliberate fine-tuning) with a warning naming the differences; matching
+    options load silently."""
+    path = tmp_path / 'F0_haiku.npz'
+    path.write_bytes(dm_source[0])
+    logged = []
+    monkeypatch.setattr(pretrained, 'print_log',
+                        lambda message, **kwargs: logged.append((message, kwargs)))
+    load_checkpoint(_classifier(DM_BACKBONE, 192), str(path), strict=True)
+    assert not [m for m, kw in logged if kw.get('level') == logging.WARNING]
+    plain = dict(DM_BACKBONE, padding='symmetric', act_cfg=dict(type='GELU'))
+    load_checkpoint(_classifier(plain, 192), str(path), strict=True)
+    (warning, ) = [m for m, kw in logged if kw.get('level') == logging.WARNING]
+    assert "padding='symmetric' (not 'same')" in warning
+    assert "approximate='none' (not 'tanh')" in warning and str(path) in warning

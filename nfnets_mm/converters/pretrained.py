@@ -37,6 +37,7 @@ of MMEngine's warning and a half-initialised model.  Other checkpoints are not c
 """
 import glob
 import hashlib
+import logging
 import os
 import os.path as osp
 import re
@@ -56,8 +57,9 @@ from . import deepmind, timm
 from ._common import ConversionError, match_nfnet_variant
 
 __all__ = ['DM_SCHEME', 'CheckpointNotFoundError', 'CheckpointDownloadError',
-           'PretrainedArchMismatchError', 'PRETRAINED_LOAD_ERRORS', 'dm_weights_url', 'how_to_get', 'source_format',
-           'load_checkpoint_file', 'converted_cache_dir', 'install_arch_check']
+           'PretrainedArchMismatchError', 'PRETRAINED_LOAD_ERRORS', 'dm_weights_url',
+           'how_to_get', 'source_format', 'load_checkpoint_file', 'converted_cache_dir',
+           'check_arch', 'check_settings', 'install_arch_check']
 
 #: The alias scheme of DeepMind's released weights: ``dm-nfnets://F0`` ... ``F6``.
 DM_SCHEME = 'dm-nfnets://'
@@ -447,10 +449,58 @@ def check_arch(module: Any, state_dict: Dict[str, Any], info: dict) -> None:
             "build the model with the checkpoint's arch.")
 
 
+def _model_settings(backbone: Any) -> Dict[str, Any]:
+    """The numerics options of ``backbone`` that converted weights depend on: padding,
+    WS epsilon and its mode (first WS conv), activation and its GELU approximation
+    (first gamma activation)."""
+    from nfnets_mm.models.layers import GammaAct, ScaledStdConv2d
+    settings: Dict[str, Any] = {}
+    conv = next((m for m in backbone.modules() if isinstance(m, ScaledStdConv2d)), None)
+    if conv is not None:
+        settings.update(padding=conv.padding_mode_name, ws_eps=conv.eps,
+                        ws_eps_mode=conv.eps_mode)
+    act = next((m for m in backbone.modules() if isinstance(m, GammaAct)), None)
+    if act is not None:
+        settings['act'] = type(act.act).__name__
+        settings['approximate'] = getattr(act.act, 'approximate', 'none')
+    return settings
+
+
+def _source_settings(backbone_cfg: dict) -> Dict[str, Any]:
+    """:func:`_model_settings` of the model a converted checkpoint was made for."""
+    act_cfg = backbone_cfg.get('act_cfg', dict(type='GELU'))
+    return dict(padding=backbone_cfg.get('padding', 'symmetric'),
+                ws_eps=backbone_cfg.get('ws_eps', 1e-4),
+                ws_eps_mode=backbone_cfg.get('ws_eps_mode', 'max'), act=act_cfg['type'],
+                approximate=act_cfg.get('approximate', 'none'))
+
+
+def check_settings(module: Any, info: dict) -> None:
+    """Warn when the NF backbone of ``module`` computes with other numerics options
+    (padding, activation, WS epsilon) than the converted weights described by ``info``
+    were made for: they load, but the outputs differ from the source model's (fine for
+    deliberate fine-tuning, a silent accuracy loss otherwise)."""
+    backbone, _ = _find_backbone(module)
+    if backbone is None or 'type' not in info['backbone']:
+        return
+    ours, theirs = _model_settings(backbone), _source_settings(info['backbone'])
+    differ = {k: (theirs[k], ours[k]) for k in ours if k in theirs and ours[k] != theirs[k]}
+    if differ:
+        print_log(
+            f'{info["source"]} was converted for {info["backbone"]["type"]}('
+            + ', '.join(f'{k}={v!r}' for k, v in sorted(info['backbone'].items())
+                        if k in ('padding', 'act_cfg', 'ws_eps', 'ws_eps_mode'))
+            + ') but the model being loaded has '
+            + ', '.join(f'{k}={o!r} (not {t!r})' for k, (t, o) in differ.items())
+            + '; its outputs will differ from the source model\'s. Set those backbone '
+            'options unless the difference is deliberate.', logger='current',
+            level=logging.WARNING)
+
+
 def install_arch_check() -> None:
     """Wrap ``mmengine.runner.checkpoint.load_state_dict`` (looked up at call time by
     ``load_checkpoint``, ``Runner.load_checkpoint`` and ``PretrainedInit``) with
-    :func:`check_arch` for converted weights.  Idempotent."""
+    :func:`check_arch` and :func:`check_settings` for converted weights.  Idempotent."""
     from mmengine.runner import checkpoint as mmengine_checkpoint
     original = mmengine_checkpoint.load_state_dict
     if getattr(original, '_nfnets_mm_arch_check', False):
@@ -460,6 +510,7 @@ def install_arch_check() -> None:
         info = _provenance(state_dict)
         if info is not None:
             check_arch(module, state_dict, info)
+            check_settings(module, info)
         return original(module, state_dict, strict, logger)
 
     load_state_dict._nfnets_mm_arch_check = True
