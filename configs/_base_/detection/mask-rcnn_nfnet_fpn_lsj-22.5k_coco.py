@@ -1,11 +1,11 @@
 # Mask R-CNN + FPN with an NFNet backbone in the NFNet paper's COCO setting (Sec. 6.3,
 # Table 5): "training settings similar to Ghiasi et al. (2020), training for 22500 steps
-# using batch size 256". Shared by ../../mask_rcnn/mask-rcnn_nfnet-f{0,1}_fpn_64xb4-amp-lsj-
-# 22.5k_coco.py.
+# using batch size 256". Shared by
+# configs/mask_rcnn/mask-rcnn_nfnet-f{0,1}_fpn_64xb4-amp-lsj-22.5k_coco.py.
 #
 # From the NFNet paper: Mask R-CNN + FPN, 22,500 iterations, batch 256.
-# From Ghiasi et al. 2020 (Simple Copy-Paste, Sec. 4; the paper points there and is silent
-# otherwise): large-scale jitter (resize 0.1-2.0 of 1024 px, crop / pad to 1024 x 1024,
+# From Ghiasi et al. 2020 (Simple Copy-Paste, its training details; the NFNet paper points
+# there and is silent otherwise): large-scale jitter (resize 0.1-2.0 of 1024 px, crop / pad to 1024 x 1024,
 # horizontal flip), SGD momentum 0.9, lr 0.32 at batch 256, weight decay 4e-5, linear
 # warmup over the first 1000 steps from lr 0.0032, lr x 0.1 at 90%, 95% and 97.5% of the
 # steps, 1024 px evaluation. Copy-Paste itself is not used (it is Ghiasi et al.'s
@@ -25,8 +25,9 @@
 #   and mmdet casts the RoIs to the feature dtype, where bf16's 8-bit mantissa would round box
 #   coordinates near 1024 px to steps of 4-8 px. tests/test_detection_configs.py fails once
 #   mmcv's RoIAlign accepts bf16, as a reminder to switch.
-# - 64 GPUs x 4 images: NFNets have no normalization layers, so the per-GPU batch does not
-#   change the model (no BN statistics): 128 x 2 or 256 x 1 train the same way; with fewer
+# - 64 GPUs x 4 images: NFNets have no normalization layers, so how the batch is split over
+#   GPUs does not change what is computed (no BN statistics): 128 x 2 or 256 x 1 train the
+#   same way; with fewer
 #   GPUs keep batch 256 by raising the per-GPU batch or pass --auto-scale-lr (linear rule,
 #   base batch 256).
 _base_ = ['../models/mask-rcnn_nfnet_fpn.py', 'mmdet::common/lsj-100e_coco-instance.py']
