@@ -5,11 +5,11 @@
 #
 # From the NFNet paper: Mask R-CNN + FPN, 22,500 iterations, batch 256.
 # From Ghiasi et al. 2020 (Simple Copy-Paste, its training details; the NFNet paper points
-# there and is silent otherwise): large-scale jitter (resize 0.1-2.0 of 1024 px, crop / pad to 1024 x 1024,
-# horizontal flip), SGD momentum 0.9, lr 0.32 at batch 256, weight decay 4e-5, linear
-# warmup over the first 1000 steps from lr 0.0032, lr x 0.1 at 90%, 95% and 97.5% of the
-# steps, 1024 px evaluation. Copy-Paste itself is not used (it is Ghiasi et al.'s
-# contribution, not part of the baseline setting the NFNet paper cites).
+# there and is silent otherwise): large-scale jitter (resize 0.1-2.0 of 1024 px, crop / pad
+# to 1024 x 1024, horizontal flip), SGD momentum 0.9, lr 0.32 at batch 256, weight decay
+# 4e-5, linear warmup over the first 1000 steps from lr 0.0032, lr x 0.1 at 90%, 95% and
+# 97.5% of the steps, 1024 px evaluation. Copy-Paste itself is not used (it is Ghiasi et
+# al.'s contribution, not part of the baseline setting the NFNet paper cites).
 # MMDetection's own LSJ base (common/lsj-100e_coco-instance.py) provides the pipeline; it
 # is run by iterations here (InfiniteSampler), 22,500 x 256 = 5.76M images, ~49 COCO epochs.
 #
