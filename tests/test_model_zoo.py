@@ -85,6 +85,8 @@ def test_weights_are_released_urls_of_the_configs_own_variant(models):
         variant = get_variant(cfg.model.backbone.arch)
         assert m['Weights'] == variant.dm_weights_url, m['Name']
         assert m['Converted From']['Weights'] == m['Weights']
+        techniques = m['Metadata'].get('Training Techniques', [])
+        assert ('Sharpness-Aware Minimization' in techniques) == variant.sam, m['Name']
 
 
 def test_numbers_equal_the_variant_table_and_configs_build(models):

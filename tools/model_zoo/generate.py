@@ -73,10 +73,13 @@ def _collections() -> List[dict]:
 
 def _model(name: str, collection: str, config: str, params: int, flops: Optional[int],
            weights: Optional[str] = None, top1: Optional[float] = None,
-           top5: Optional[float] = None, training_data: Optional[str] = None) -> dict:
+           top5: Optional[float] = None, training_data: Optional[str] = None,
+           sam: bool = False) -> dict:
     metadata = {'FLOPs': flops, 'Parameters': params}
     if training_data:
         metadata['Training Data'] = training_data
+    if sam:  # the released F6: the recipe's techniques + SAM (paper Sec. 6.1, App. A)
+        metadata['Training Techniques'] = RECIPE_TECHNIQUES + ['Sharpness-Aware Minimization']
     entry = {'Name': name, 'Metadata': metadata, 'In Collection': collection}
     if top1 is not None:
         metrics = {'Top 1 Accuracy': top1}
@@ -154,7 +157,8 @@ def zoo_entries() -> List[dict]:
         if variant.dm_weights_url and osp.exists(osp.join(REPO_ROOT, released)):
             entry = _model(f'nfnet-{low}_3rdparty-dm_in1k', 'NFNet', released,
                            _table_params(variant), _table_flops(variant),
-                           weights=variant.dm_weights_url, top1=variant.top1, top5=variant.top5)
+                           weights=variant.dm_weights_url, top1=variant.top1, top5=variant.top5,
+                           sam=variant.sam)
             entry.update(_kind='released', _variant=variant, _size=variant.test_size)
             entries.append(entry)
     f0 = NFNET_VARIANTS['F0']
