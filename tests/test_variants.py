@@ -62,3 +62,25 @@ def test_get_variant_is_case_insensitive_and_names_the_valid_choices():
         get_variant('F8')
     with pytest.raises(KeyError, match='Unknown NFNet arch .*f8'):
         NFNet(arch='f8')
+
+
+def test_complexity_tool_reads_the_table(capsys):
+    """tools/analysis/complexity.py: any variant (case-insensitive), Table 3 from the table."""
+    import importlib.util
+    import os.path as osp
+
+    from conftest import REPO_ROOT
+    spec = importlib.util.spec_from_file_location(
+        'nfnets_complexity_tool', osp.join(REPO_ROOT, 'tools', 'analysis', 'complexity.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(['--archs', 'f0'])
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith('| F0 ')]
+    cells = [c.strip() for c in row[0].strip('|').split('|')]
+    f0 = get_variant('F0')
+    assert cells[1] == str(f0.test_size) and cells[3] == str(f0.params_m)
+    assert cells[5] == str(f0.flops_g) and abs(float(cells[6].rstrip('%'))) < 0.1
+    assert float(cells[2]) == pytest.approx(f0.params_m, abs=0.05)
+    with pytest.raises(SystemExit):
+        tool.main(['--archs', 'F8'])
+    assert "invalid choice: 'F8'" in capsys.readouterr().err
