@@ -44,7 +44,7 @@ def keys_cubic(t: np.ndarray, a: float = KEYS_A) -> np.ndarray:
 def _axis_taps(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray]:
     """Indices ``(out_size, 4)`` (clamped into range) and weights ``(out_size, 4)`` float32
     of the four taps of every output pixel along one axis (eqs. 1, 2 and TF's border rule)."""
-    scale = np.float32(in_size / out_size)
+    scale = np.float32(in_size) / np.float32(out_size)  # float32, as TF
     pos = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
     base = np.floor(pos).astype(np.int64)
     frac = np.rint((pos - base) * TABLE_SIZE) / TABLE_SIZE  # TF's table lookup (eq. 1)
