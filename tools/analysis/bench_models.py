@@ -19,6 +19,7 @@
 """
 import contextlib
 import copy
+import functools
 import importlib
 import os.path as osp
 from dataclasses import dataclass, replace
@@ -84,7 +85,12 @@ def nfnet_out_channels(arch) -> int:
 
 
 def nfnet_config(arch: str, tiny: bool):
-    """The recipe config of ``arch`` (``configs/nfnet/{arch}_imagenet.py``)."""
+    """The recipe config of ``arch`` (``configs/nfnet/{arch}_imagenet.py``), a fresh copy."""
+    return copy.deepcopy(_nfnet_config(arch, tiny))
+
+
+@functools.lru_cache(maxsize=None)
+def _nfnet_config(arch: str, tiny: bool):
     from mmengine.config import Config
     path = osp.join(REPO_ROOT, 'configs', 'nfnet', f'{arch.lower()}_imagenet.py')
     if not osp.exists(path):
@@ -97,6 +103,12 @@ def nfnet_config(arch: str, tiny: bool):
 
 
 def resnet50_config(tiny: bool):
+    """MMPretrain's ``resnet50_8xb32_in1k.py`` (tiny: ResNet-18 layout, 8 stem channels)."""
+    return copy.deepcopy(_resnet50_config(tiny))
+
+
+@functools.lru_cache(maxsize=None)
+def _resnet50_config(tiny: bool):
     from mmengine.hub import get_config
     cfg = get_config('mmpretrain::resnet/resnet50_8xb32_in1k.py')
     if tiny:

@@ -1,0 +1,164 @@
+"""``tools/analysis/benchmark.py``: the tiny CPU path of every sub-command, in-process.
+
+Each run writes ``<sub-command>.md`` under ``--out-dir``; the tests parse its tables and
+check the expected rows and columns and that every timing is a finite positive number.
+The GPU script ``tools/analysis/gpu_benchmarks.sh`` runs the same sub-commands with
+``--device cuda``; its own CPU dry run (``DEVICE=cpu``) is checked at the end.
+"""
+import math
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ANALYSIS = osp.join(REPO_ROOT, 'tools', 'analysis')
+if ANALYSIS not in sys.path:
+    sys.path.insert(0, ANALYSIS)
+
+import benchmark  # noqa: E402
+from bench_common import parse_md_table  # noqa: E402
+
+FAST = ['--device', 'cpu', '--tiny', '--threads', '1', '--warmup', '1', '--rounds', '2',
+        '--iters', '1']
+
+
+def tables(path: str):
+    """Every markdown table in ``path`` as a list of row dicts, in file order."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    found, current = [], []
+    for line in lines + ['']:
+        if line.startswith('|'):
+            current.append(line)
+        elif current:
+            found.append(parse_md_table(current))
+            current = []
+    return found
+
+
+def number(cell: str) -> float:
+    value = float(cell)
+    assert math.isfinite(value) and value > 0, cell
+    return value
+
+
+def test_train_tables(tmp_path):
+    out = tmp_path / 'out'
+    code = benchmark.main(['train', *FAST, '--precisions', 'fp32', 'bf16', '--formats',
+                           'contiguous', '--profile-steps', '1', '--profile-top', '5',
+                           '--out-dir', str(out)])
+    assert code == 0
+    text = (out / 'train.md').read_text()
+    assert 'Command: `python tools/analysis/benchmark.py train' in text
+    steps, best, profile = tables(str(out / 'train.md'))
+    # one row per precision x contender, ours first
+    assert [(r['precision'], r['contender']) for r in steps] == [
+        (p, c) for p in ('fp32', 'bf16') for c in ('nfnets_mm', 'timm', 'resnet50')]
+    for row in steps:
+        ms, img_s = number(row['ms/step']), number(row['img/s'])
+        assert img_s == pytest.approx(4 / ms * 1e3, abs=0.51)  # img/s printed as an integer
+        assert row['px'] == '32' and row['batch'] == '4' and row['mode'] == 'eager'
+        number(row['time / nfnets_mm'])
+        assert row['peak GiB'] == '-'  # CPU: no allocator statistics
+    assert {r['contender']: r['time / nfnets_mm'] for r in steps[:3]}['nfnets_mm'] == '1.00'
+    assert [r['precision'] for r in best] == ['bf16', 'fp32']
+    for row in best:
+        number(row['speed ours / timm'])
+    assert len(profile) == 5
+    for row in profile:
+        number(row['calls/step'])
+        assert float(row['self CPU ms/step']) >= 0
+    assert 'AMP bf16 / fp32 throughput' in text and 'ours / timm speed' in text
+
+
+def test_agc_table(tmp_path):
+    out = tmp_path / 'out'
+    assert benchmark.main(['agc', *FAST, '--precisions', 'bf16', '--out-dir', str(out)]) == 0
+    text = (out / 'agc.md').read_text()
+    (rows, ) = tables(str(out / 'agc.md'))
+    what = [r['what'] for r in rows]
+    assert what[0].startswith('restore') and what[-1].startswith('full train step')
+    assert any('adaptive_clip_grad_' in w for w in what)
+    assert any(w.startswith('timm') for w in what)
+    number(rows[-1]['median ms'])
+    for row in rows[1:-1]:
+        assert row['share of the step'].endswith('%')
+        assert math.isfinite(float(row['median ms']))
+    assert 'agc_reference' in text and '(target <= 1e-6: met)' in text
+
+
+def test_infer_table(tmp_path):
+    out = tmp_path / 'out'
+    assert benchmark.main(['infer', *FAST, '--precisions', 'fp32', '--formats', 'contiguous',
+                           '--out-dir', str(out)]) == 0
+    (rows, ) = tables(str(out / 'infer.md'))
+    assert [r['model'] for r in rows] == [
+        'nfnets_mm ws-every-forward', 'nfnets_mm eval-cached', 'nfnets_mm deployed', 'timm',
+        'resnet50']
+    for row in rows:
+        number(row['ms'])
+        number(row['time / timm'])
+    assert rows[3]['time / timm'] == '1.00'
+    text = (out / 'infer.md').read_text()
+    assert 'deployed vs eval-cached logits, max abs diff / max abs = 0.0e+00' in text
+
+
+def test_output_files_are_kept_and_appended(tmp_path, capsys):
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'infer.md').write_text('earlier results\n')
+    with pytest.raises(SystemExit):
+        benchmark.main(['infer', *FAST, '--out-dir', str(out)])
+    assert 'exists; pass --force' in capsys.readouterr().err
+    assert (out / 'infer.md').read_text() == 'earlier results\n'
+    doc = tmp_path / 'benchmarks.md'
+    doc.write_text('# Benchmarks\n\nold section\n')
+    assert benchmark.main(['infer', *FAST, '--precisions', 'fp32', '--formats', 'contiguous',
+                           '--contenders', 'nfnets_mm', '--append-to', str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith('# Benchmarks\n\nold section\n')
+    assert '## Inference: nfnets_mm' in text
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['train', '--device', 'cpu', '--archs', 'F9'], '--archs F9'),
+    (['train', '--device', 'cpu', '--batch-sizes', '3'], 'must be even'),
+    (['train', '--device', 'cpu', '--precisions', 'fp8'], "invalid choice: 'fp8'"),
+    (['infer', '--device', 'cpu', '--contenders', 'timm'], 'keep it in --contenders'),
+])
+def test_bad_arguments_are_named(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_gpu_script_commands_parse():
+    """The one GPU command: every part's command line (DRYRUN=1 prints them) is valid.
+
+    The commands are parsed here with ``--device cpu`` (no CUDA on the test machine); a
+    real CPU run of the script (``DEVICE=cpu``) takes minutes of imports and is what
+    ``docs/benchmarks.md`` records as its dry run.
+    """
+    script = osp.join(ANALYSIS, 'gpu_benchmarks.sh')
+    env = dict(os.environ, DRYRUN='1', OUT='/nonexistent/out')
+    result = subprocess.run(['bash', script], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    commands = result.stdout.strip().splitlines()
+    names = ['train_f0_b128', 'agc', 'infer', 'train_compile', 'train_f0_batches',
+             'train_f0_fp16', 'train_f1_f2']
+    assert [c.rsplit('/.', 1)[1] for c in commands] == names
+    for command in commands:
+        argv = command.split()[2:]  # drop "<python> tools/analysis/benchmark.py"
+        argv[argv.index('--device') + 1] = 'cpu'
+        args = benchmark.parse_args(argv)
+        assert args.out_dir.startswith('/nonexistent/out/.')
+        assert args.warmup == 3 and args.rounds == 5 and args.iters == 3
+    assert '--modes eager compile' in commands[3]
+    assert '--archs F1 F2' in commands[6]
+    bad = subprocess.run(['bash', script], cwd=REPO_ROOT, env=dict(env, PARTS='nope'),
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and 'valid parts: train_f0_b128 agc' in bad.stderr
