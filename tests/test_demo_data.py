@@ -264,3 +264,44 @@ def test_cli(demo_root, tmp_path, capsys):
     assert 'nothing written' in capsys.readouterr().out
     assert cli.main(['--root', demo_root, '--seed', '5']) == 1
     assert '--force' in capsys.readouterr().err
+
+
+def _age(root, generator='nfnets_mm.utils.demo_data', version=0):
+    """Make ``root``'s manifest look written by an earlier generator release."""
+    path = osp.join(root, 'manifest.json')
+    with open(path) as f:
+        manifest = json.load(f)
+    manifest.update(generator=generator, version=version)
+    with open(path, 'w') as f:
+        json.dump(manifest, f)
+
+
+def test_unmodified_copy_of_an_earlier_version_is_replaced(demo_root, tmp_path):
+    """Data written by an earlier generator release (then package code, under another
+    name) is ours and unchanged: it is regenerated without --force."""
+    old = tmp_path / 'old'
+    shutil.copytree(demo_root, old)
+    _age(str(old))
+    with pytest.warns(UserWarning, match='earlier generator version'):
+        manifest = ensure_demo_data(str(old), seed=0)
+    assert manifest['generated'] is True
+    assert _hashes(str(old)) == _hashes(demo_root)
+
+
+def test_modified_or_reseeded_copy_of_an_earlier_version_is_refused(demo_root, tmp_path):
+    old = tmp_path / 'old'
+    shutil.copytree(demo_root, old)
+    _age(str(old))
+    victim = next(p for p in sorted((old / 'cls' / 'train').rglob('*.png')))
+    victim.write_bytes(b'user edit')
+    with pytest.raises(DemoDataError, match='Refusing'):
+        ensure_demo_data(str(old), seed=0)
+    assert victim.read_bytes() == b'user edit'
+    aged = tmp_path / 'aged'
+    shutil.copytree(demo_root, aged)
+    _age(str(aged))
+    before = _hashes(str(aged))
+    for kwargs in (dict(seed=1), dict(seed=0, cls_cfg=dict(num_val_per_class=3))):
+        with pytest.raises(DemoDataError, match='Refusing'):
+            ensure_demo_data(str(aged), **kwargs)
+    assert _hashes(str(aged)) == before
