@@ -50,7 +50,8 @@ def op_argument(name: str, magnitude: float, translate_const: float = 100.,
     Solarize's threshold ``int(m / 10 * 256)`` exceeds uint8 from m = 10 on; DeepMind's TF
     graph converts the Python int to the image's uint8 dtype through NumPy (< 1.24 in its
     TF 2.3-2.4 / NumPy 1.18+ requirements), which wraps it modulo 256: 256 (m = 10) becomes
-    0, so Solarize inverts *every* pixel, and 384 (m = 15) becomes 128.  With
+    0, so Solarize inverts *every* pixel, and 384 (m = 15) becomes 128 (the same wrap is
+    reported for TF's ``uint8 < 256`` in google-research/big_vision issue 110).  With
     ``solarize_threshold_wraps=False`` the threshold is compared unwrapped (256 and 384:
     Solarize is the identity), what the formula intends.
     """
