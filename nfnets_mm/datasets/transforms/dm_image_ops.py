@@ -232,7 +232,7 @@ def cutout(image: np.ndarray, pad_size: int, center_y: int, center_x: int,
 
 
 __all__ = ['GREY', 'TF_GREY_WEIGHTS_RGB', 'CHANNEL_ORDERS', 'blend', 'tf_grayscale', 'color',
-           'contrast_constant', 'CONTRAST_REFERENCES', 'contrast', 'brightness', 'sharpness', 'posterize',
-           'solarize', 'solarize_add', 'autocontrast', 'equalize', 'invert',
+           'contrast_constant', 'CONTRAST_REFERENCES', 'contrast', 'brightness', 'sharpness',
+           'posterize', 'solarize', 'solarize_add', 'autocontrast', 'equalize', 'invert',
            'projective_nearest', 'rotate', 'translate_x', 'translate_y', 'shear_x',
            'shear_y', 'cutout']
