@@ -89,7 +89,8 @@ def padded_center_box(height: int, width: int, size: int,
     ``size / (size + pad)`` of the short side, offsets ``((H - h) + 1) // 2``."""
     scale = min(np.float32(height) / np.float32(size + pad),
                 np.float32(width) / np.float32(size + pad))  # float32, as TF
-    side = int(scale * np.float32(size))
+    # at least 1 px (an image under (size + pad) / size px would give an empty crop)
+    side = max(1, int(scale * np.float32(size)))
     return ((height - side) + 1) // 2, ((width - side) + 1) // 2, side, side
 
 
