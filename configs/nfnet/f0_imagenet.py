@@ -1,8 +1,9 @@
-# NFNet-F0 on ImageNet with the paper's recipe (Brock et al. 2021, Sec. 6.1, Table 3 / App. A):
-# depths (1, 2, 6, 3), train 192 px, test 256 px (288 x 288 resize + crop), dropout 0.2,
-# RandAugment 4 layers x magnitude 5, half MixUp / half CutMix, label smoothing 0.1,
-# drop path 0.25, SGD-Nesterov lr 1.6 @ batch 4096, 360 epochs (5 warmup + cosine),
-# wd 2e-5, AGC 0.01 (not on head.fc.weight), EMA 0.99999, AMP.
+# NFNet-F0 on ImageNet with the paper's recipe (Brock et al. 2021, Sec. 6.1, Table 3 / App. A)
+# and DeepMind's data protocol (docs/training.md, "DeepMind protocol vs this recipe"): F0's
+# row of the variant table (depths, train / test size, dropout, RandAugment level, drop
+# path), half MixUp / half CutMix, label smoothing 0.1, SGD-Nesterov lr 1.6 @ batch 4096,
+# 360 epochs (5 warmup + cosine), wd 2e-5, AGC 0.01 (not on head.fc.weight), EMA 0.99999,
+# AMP.
 #
 #   bash tools/dist_train.sh configs/nfnet/f0_imagenet.py 8     # 8 GPUs x 512 = 4096
 # If 512 images per GPU do not fit, keep 4096 with more GPUs / nodes, or lower
