@@ -63,3 +63,25 @@ def test_train_and_eval_pipelines_feed_the_model(variant, image_file):
 
     test = run(cfg.test_dataloader.dataset.pipeline, image_file)['inputs']
     assert test.shape == (3, row.test_size, row.test_size) and test.dtype == torch.float32
+
+
+def test_f1_train_dataloader_builds_in_the_runner(image_file, tmp_path):
+    """tools/train.py's path: MMEngine's Runner builds f1's train loader (registry scope
+    resolution of every transform) and yields a batch at F1's train size."""
+    import shutil
+
+    from mmengine.runner import Runner
+    for label in ('a', 'b'):
+        (tmp_path / label).mkdir()
+        shutil.copy(image_file, tmp_path / label / 'x.png')
+    cfg = Config.fromfile(osp.join(REPO, 'configs/nfnet/f1_imagenet.py'))
+    loader_cfg = cfg.train_dataloader.to_dict()
+    loader_cfg.update(batch_size=2, num_workers=0, persistent_workers=False)
+    loader_cfg['dataset'].update(type='CustomDataset', data_root='', ann_file='',
+                                 data_prefix=str(tmp_path), with_label=True)
+    loader_cfg['dataset'].pop('split', None)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        loader = Runner.build_dataloader(loader_cfg, seed=0)
+        batch = next(iter(loader))
+    size = get_variant('F1').train_size
+    assert [tuple(x.shape) for x in batch['inputs']] == [(3, size, size)] * 2
