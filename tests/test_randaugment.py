@@ -272,6 +272,22 @@ def test_fill_is_grey_and_nearest_keeps_source_colours(name):
         assert (out.reshape(-1, 1, 3) == colours[None]).all(-1).any(-1).all()
 
 
+@pytest.mark.parametrize('name', GEOMETRIC)
+def test_interpolation_switch(name):
+    """interpolation='bicubic' (MMPretrain's stock kernel) resamples the same map smoothly:
+    away from the edges of the palette blocks it agrees with DeepMind's nearest output,
+    and it creates colours nearest never does."""
+    img = palette_image(96, block=12)
+    nearest = run_op(name, img, 3.05, seed=1)  # 30.5 px: a fractional shift
+    bicubic = run_op(name, img, 3.05, seed=1, interpolation='bicubic')
+    colours = np.concatenate([PALETTE, np.array([GREY], np.uint8)])
+    new = ~(bicubic.reshape(-1, 1, 3) == colours[None]).all(-1).any(-1)
+    assert new.mean() > 0.01
+    assert (bicubic == nearest).all(-1).mean() > 0.5
+    with pytest.raises(ValueError, match="'nearest', 'bilinear', 'bicubic'"):
+        NFNetRandAugment(5, interpolation='area')
+
+
 @pytest.mark.parametrize('m', MAGNITUDES)
 def test_cutout_box_is_deepminds(m):
     """Centre uniform over the pixels, box [c - pad, c + pad) clipped at the borders (mmcv
@@ -339,4 +355,5 @@ def test_recipe_randaugment_is_the_variants(path):
     assert (ra.magnitude, ra.num_layers, ra.image_size) == (
         variant.ra_magnitude, variant.ra_num_layers, variant.train_size)
     assert ra.ops == DEEPMIND_OPS and ra.fill == GREY and ra.contrast_reference == 'size'
+    assert ra.interpolation == 'nearest' and ra.solarize_threshold_wraps
     assert ra.translate_const == 100 and ra.cutout_const == 40

@@ -29,10 +29,11 @@ train_pipeline = [
     dict(type='NFNetRandomResizedCrop', scale=train_size, sampler='deepmind', backend='tf'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     # DeepMind's RandAugment: ra_num_layers ops of 16, level ra_magnitude of 10, grey
-    # fill, nearest resampling, 100 px translations, DeepMind's Contrast (switch:
-    # contrast_reference='mean', the image's mean grey as MMPretrain's Contrast).
+    # fill, 100 px translations, TF's op arithmetic.  Switches: contrast_reference='mean'
+    # (the image's mean grey, as MMPretrain's Contrast), interpolation='bicubic' (Rotate /
+    # Shear / Translate resampled as MMPretrain's, not nearest).
     dict(type='NFNetRandAugment', magnitude=ra_magnitude, image_size=train_size,
-         num_layers=ra_num_layers, contrast_reference='size'),
+         num_layers=ra_num_layers, contrast_reference='size', interpolation='nearest'),
     dict(type='PackInputs'),
 ]
 

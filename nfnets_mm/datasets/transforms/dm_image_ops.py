@@ -22,6 +22,7 @@ default, or ``'rgb'``); only Color's grey weights depend on it.
 """
 from typing import Sequence
 
+import cv2
 import mmcv
 import numpy as np
 
@@ -162,6 +163,10 @@ def invert(image: np.ndarray) -> np.ndarray:
     return mmcv.iminvert(image)
 
 
+#: ``interpolation`` values of the geometric ops: TF's nearest, or OpenCV's smooth kernels.
+INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic')
+
+
 def _round_half_away(v: np.ndarray) -> np.ndarray:
     v = v.astype(np.float64)  # exact for float32 inputs
     return (np.sign(v) * np.floor(np.abs(v) + 0.5)).astype(np.int64)
@@ -188,7 +193,25 @@ def projective_nearest(image: np.ndarray, transform: Sequence[float],
     return out
 
 
-def rotate(image: np.ndarray, degrees: float, fill: Sequence[int] = GREY) -> np.ndarray:
+def projective(image: np.ndarray, transform: Sequence[float], fill: Sequence[int] = GREY,
+               interpolation: str = 'nearest') -> np.ndarray:
+    """:func:`projective_nearest` (DeepMind's), or the same affine map resampled with
+    OpenCV's ``'bilinear'`` / ``'bicubic'`` kernel (``cv2.warpAffine`` with the inverse map;
+    MMPretrain's stock geometric ops are bicubic).  ``transform``'s ``c0, c1`` must be 0."""
+    if interpolation == 'nearest':
+        return projective_nearest(image, transform, fill)
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f'interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}')
+    matrix = np.array([transform[:3], transform[3:6]], np.float64)
+    flag = cv2.INTER_LINEAR if interpolation == 'bilinear' else cv2.INTER_CUBIC
+    h, w = image.shape[:2]
+    return cv2.warpAffine(image, matrix, (w, h), flags=flag | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=tuple(float(v) for v in fill))
+
+
+def rotate(image: np.ndarray, degrees: float, fill: Sequence[int] = GREY,
+           interpolation: str = 'nearest') -> np.ndarray:
     """``tfa.image.rotate`` by ``degrees`` (counter-clockwise for positive angles) about
     the centre ``((W - 1) / 2, (H - 1) / 2)``."""
     angle = _F32(degrees * (np.pi / 180.0))
@@ -196,27 +219,31 @@ def rotate(image: np.ndarray, degrees: float, fill: Sequence[int] = GREY) -> np.
     h, w = _F32(image.shape[0]), _F32(image.shape[1])
     x_off = ((w - 1) - (cos * (w - 1) - sin * (h - 1))) / _F32(2.0)
     y_off = ((h - 1) - (sin * (w - 1) + cos * (h - 1))) / _F32(2.0)
-    return projective_nearest(image, [cos, -sin, x_off, sin, cos, y_off, 0., 0.], fill)
+    return projective(image, [cos, -sin, x_off, sin, cos, y_off, 0., 0.], fill, interpolation)
 
 
-def translate_x(image: np.ndarray, pixels: float, fill: Sequence[int] = GREY) -> np.ndarray:
+def translate_x(image: np.ndarray, pixels: float, fill: Sequence[int] = GREY,
+                interpolation: str = 'nearest') -> np.ndarray:
     """Output ``(x, y)`` reads input ``(x + pixels, y)``: the content moves left."""
-    return projective_nearest(image, [1., 0., pixels, 0., 1., 0., 0., 0.], fill)
+    return projective(image, [1., 0., pixels, 0., 1., 0., 0., 0.], fill, interpolation)
 
 
-def translate_y(image: np.ndarray, pixels: float, fill: Sequence[int] = GREY) -> np.ndarray:
+def translate_y(image: np.ndarray, pixels: float, fill: Sequence[int] = GREY,
+                interpolation: str = 'nearest') -> np.ndarray:
     """Output ``(x, y)`` reads input ``(x, y + pixels)``: the content moves up."""
-    return projective_nearest(image, [1., 0., 0., 0., 1., pixels, 0., 0.], fill)
+    return projective(image, [1., 0., 0., 0., 1., pixels, 0., 0.], fill, interpolation)
 
 
-def shear_x(image: np.ndarray, level: float, fill: Sequence[int] = GREY) -> np.ndarray:
+def shear_x(image: np.ndarray, level: float, fill: Sequence[int] = GREY,
+            interpolation: str = 'nearest') -> np.ndarray:
     """Output ``(x, y)`` reads input ``(x + level * y, y)`` (sheared about the top-left)."""
-    return projective_nearest(image, [1., level, 0., 0., 1., 0., 0., 0.], fill)
+    return projective(image, [1., level, 0., 0., 1., 0., 0., 0.], fill, interpolation)
 
 
-def shear_y(image: np.ndarray, level: float, fill: Sequence[int] = GREY) -> np.ndarray:
+def shear_y(image: np.ndarray, level: float, fill: Sequence[int] = GREY,
+            interpolation: str = 'nearest') -> np.ndarray:
     """Output ``(x, y)`` reads input ``(x, level * x + y)``."""
-    return projective_nearest(image, [1., 0., 0., level, 1., 0., 0., 0.], fill)
+    return projective(image, [1., 0., 0., level, 1., 0., 0., 0.], fill, interpolation)
 
 
 def cutout(image: np.ndarray, pad_size: int, center_y: int, center_x: int,
@@ -234,5 +261,5 @@ def cutout(image: np.ndarray, pad_size: int, center_y: int, center_x: int,
 __all__ = ['GREY', 'TF_GREY_WEIGHTS_RGB', 'CHANNEL_ORDERS', 'blend', 'tf_grayscale', 'color',
            'contrast_constant', 'CONTRAST_REFERENCES', 'contrast', 'brightness', 'sharpness',
            'posterize', 'solarize', 'solarize_add', 'autocontrast', 'equalize', 'invert',
-           'projective_nearest', 'rotate', 'translate_x', 'translate_y', 'shear_x',
-           'shear_y', 'cutout']
+           'INTERPOLATIONS', 'projective_nearest', 'projective', 'rotate', 'translate_x',
+           'translate_y', 'shear_x', 'shear_y', 'cutout']

@@ -109,6 +109,10 @@ class NFNetRandAugment(BaseTransform):
             ``'rgb'``; only Color's grey weights depend on it. Defaults to ``'bgr'``.
         solarize_threshold_wraps (bool): Solarize's threshold modulo 256, as DeepMind's TF
             graph ran it (see :func:`op_argument`). Defaults to True.
+        interpolation (str): Resampling of Rotate, Shear and Translate: ``'nearest'``
+            (DeepMind's, ``tensorflow_addons``' default) or OpenCV's ``'bilinear'`` /
+            ``'bicubic'`` (MMPretrain's stock ``Rotate`` / ``Shear`` / ``Translate`` are
+            bicubic). Defaults to ``'nearest'``.
         contrast_reference (str): What Contrast blends toward: ``'size'`` (DeepMind's
             constant ``min(H * W / 256, 255)``, :func:`~.dm_image_ops.contrast_constant`)
             or ``'mean'`` (the image's mean grey, as PIL / mmcv / MMPretrain's
@@ -125,7 +129,8 @@ class NFNetRandAugment(BaseTransform):
                  fill: Sequence[int] = dm_ops.GREY,
                  channel_order: str = 'bgr',
                  solarize_threshold_wraps: bool = True,
-                 contrast_reference: str = 'size') -> None:
+                 contrast_reference: str = 'size',
+                 interpolation: str = 'nearest') -> None:
         if isinstance(magnitude, bool) or not isinstance(magnitude, (int, float)) \
                 or not magnitude >= 0:
             raise ValueError(f'magnitude must be a number >= 0, got {magnitude!r}')
@@ -143,6 +148,9 @@ class NFNetRandAugment(BaseTransform):
         if contrast_reference not in dm_ops.CONTRAST_REFERENCES:
             raise ValueError(f'contrast_reference must be one of '
                              f'{dm_ops.CONTRAST_REFERENCES}, got {contrast_reference!r}')
+        if interpolation not in dm_ops.INTERPOLATIONS:
+            raise ValueError(f'interpolation must be one of {dm_ops.INTERPOLATIONS}, got '
+                             f'{interpolation!r}')
         fill = tuple(int(v) for v in fill)
         if len(fill) != 3 or not all(0 <= v <= 255 for v in fill):
             raise ValueError(f'fill must be three values in [0, 255], got {fill!r}')
@@ -156,6 +164,7 @@ class NFNetRandAugment(BaseTransform):
         self.channel_order = channel_order
         self.solarize_threshold_wraps = solarize_threshold_wraps
         self.contrast_reference = contrast_reference
+        self.interpolation = interpolation
         self.arguments: Dict[str, object] = {
             name: op_argument(name, magnitude, translate_const, cutout_const,
                               solarize_threshold_wraps) for name in self.ops}
@@ -173,7 +182,7 @@ class NFNetRandAugment(BaseTransform):
         if name == 'Invert':
             return dm_ops.invert(img)
         if name == 'Rotate':
-            return dm_ops.rotate(img, arg, self.fill)
+            return dm_ops.rotate(img, arg, self.fill, self.interpolation)
         if name == 'Posterize':
             return dm_ops.posterize(img, arg)
         if name == 'Solarize':
@@ -189,13 +198,13 @@ class NFNetRandAugment(BaseTransform):
         if name == 'Sharpness':
             return dm_ops.sharpness(img, arg)
         if name == 'ShearX':
-            return dm_ops.shear_x(img, arg, self.fill)
+            return dm_ops.shear_x(img, arg, self.fill, self.interpolation)
         if name == 'ShearY':
-            return dm_ops.shear_y(img, arg, self.fill)
+            return dm_ops.shear_y(img, arg, self.fill, self.interpolation)
         if name == 'TranslateX':
-            return dm_ops.translate_x(img, arg, self.fill)
+            return dm_ops.translate_x(img, arg, self.fill, self.interpolation)
         if name == 'TranslateY':
-            return dm_ops.translate_y(img, arg, self.fill)
+            return dm_ops.translate_y(img, arg, self.fill, self.interpolation)
         # Cutout: the centre row, then the centre column, uniform over the image.
         h, w = img.shape[:2]
         center_y, center_x = np.random.randint(0, h), np.random.randint(0, w)
@@ -233,4 +242,5 @@ class NFNetRandAugment(BaseTransform):
                 f'cutout_const={self.cutout_const}, fill={self.fill}, '
                 f'channel_order={self.channel_order!r}, '
                 f'solarize_threshold_wraps={self.solarize_threshold_wraps}, '
-                f'contrast_reference={self.contrast_reference!r})')
+                f'contrast_reference={self.contrast_reference!r}, '
+                f'interpolation={self.interpolation!r})')
