@@ -35,7 +35,6 @@ is kept unless ``--force``).
 import argparse
 import gc
 import math
-import os
 import os.path as osp
 import shlex
 import statistics
@@ -258,7 +257,7 @@ class Bench:
                          else None)
                 rows.append([s.arch, s.size, s.batch, s.precision, s.memory_format, s.mode,
                              name + ('' if finite else ' (NON-FINITE weights)'), fmt(ms),
-                             f'{s.batch / ms * 1e3:.0f}', fmt(peaks[name], 2),
+                             _rate(s.batch / ms * 1e3), fmt(peaks[name], 2),
                              fmt(ratio, 2), f'{min(ts):.1f}-{max(ts):.1f}'])
                 # progress (and what survives a timeout): the row as soon as it is measured
                 print('row: | ' + ' | '.join(str(c) for c in rows[-1]) + ' |', flush=True)
@@ -279,8 +278,8 @@ class Bench:
             if name != 'nfnets_mm':
                 continue
             timm = best.get((arch, batch, prec, mf, 'timm'))
-            rows.append([arch, batch, prec, mf, f'{r["img_s"]:.0f} ({r["mode"]})',
-                         f'{timm["img_s"]:.0f} ({timm["mode"]})' if timm else '-',
+            rows.append([arch, batch, prec, mf, f'{_rate(r["img_s"])} ({r["mode"]})',
+                         f'{_rate(timm["img_s"])} ({timm["mode"]})' if timm else '-',
                          fmt(r['img_s'] / timm['img_s'], 2) if timm else '-',
                          fmt(r['peak'] / timm['peak'], 2) if timm and r['peak'] and
                          timm['peak'] else '-'])
@@ -345,14 +344,18 @@ class Bench:
         events = prof.key_averages()
 
         def self_time(e) -> float:
-            return (getattr(e, 'self_device_time_total', 0) if on_device
-                    else e.self_cpu_time_total)
+            if not on_device:
+                return e.self_cpu_time_total
+            device_time = getattr(e, 'self_device_time_total', None)  # torch >= 2.4
+            return device_time if device_time is not None else e.self_cuda_time_total
 
         total = sum(self_time(e) for e in events) or 1.0
         launch_names = ('cudaLaunchKernel', 'cuLaunchKernel', 'cudaLaunchKernelExC',
                         'cuLaunchKernelEx', 'cudaGraphLaunch')
         launches = sum(e.count for e in events if e.key in launch_names) / n
         aten_calls = sum(e.count for e in events if e.key.startswith('aten::')) / n
+        kernels = sum(e.count for e in events
+                      if on_device and str(getattr(e, 'device_type', '')).endswith('CUDA')) / n
         syncs = sum(e.count for e in events if e.key in ('cudaStreamSynchronize',
                                                          'cudaDeviceSynchronize',
                                                          'cudaMemcpyAsync')) / n
@@ -361,7 +364,8 @@ class Bench:
         self.out(f'### Profile: nfnets_mm {arch} {precision} train step, batch {batch}, {mf}')
         self.out()
         self.out(f'`torch.profiler` over {n} steps after warm-up; self {clock} time per step. '
-                 f'Per step: {launches:.0f} kernel launches (CUDA launch API calls), '
+                 f'Per step: {launches:.0f} kernel launches (CUDA launch API calls; '
+                 f'{kernels:.0f} device kernel events), '
                  f'{aten_calls:.0f} aten op calls, {syncs:.0f} synchronizing / copy calls '
                  '(`cudaStreamSynchronize`, `cudaDeviceSynchronize`, `cudaMemcpyAsync`).')
         self.out()
@@ -552,6 +556,11 @@ class Bench:
         del steps, fns
         self.free()
         return rows
+
+
+def _rate(img_s: float) -> str:
+    """Images per second: integers from 100 up, one decimal below (CPU rates)."""
+    return f'{img_s:.0f}' if img_s >= 100 else f'{img_s:.1f}'
 
 
 def _verdict(value: float, target: float) -> str:
