@@ -213,11 +213,14 @@ class Bench:
         if self.compile_notes:
             self.out()
         self._train_summary(results)
-        if a.profile and 'nfnets_mm' in a.contenders:
-            try:
-                self.profile()
-            except Exception:
-                self.fail('profile')
+        if a.profile:
+            for name in a.profile_contenders:
+                if name not in a.contenders:
+                    continue
+                try:
+                    self.profile(name)
+                except Exception:
+                    self.fail(f'profile {name}')
         return results
 
     def _train_point(self, s: Setting, results: Dict[tuple, dict]) -> List[list]:
@@ -322,15 +325,16 @@ class Bench:
         self.out()
 
     # ---------------------------------------------------------------- profile
-    def profile(self) -> None:
-        """Profiler table of nfnets_mm's step for the first arch / batch / format."""
+    def profile(self, name: str = 'nfnets_mm') -> None:
+        """Profiler table of ``name``'s step: first arch and batch, last format, bf16
+        if measured (else the first precision), eager."""
         from torch.profiler import ProfilerActivity, profile
         a = self.args
         precision = 'bf16' if 'bf16' in a.precisions else a.precisions[0]
         arch, batch, mf = a.archs[0], a.batch_sizes[0], a.formats[-1]
         s = self.setting(arch, batch, self.size_of(arch, 'train'), precision, mf, 'eager')
-        step = TRAIN_STEPS['nfnets_mm'](s)
-        self.warm('nfnets_mm', step)
+        step = TRAIN_STEPS[name](s)
+        self.warm(name, step)
         activities = [ProfilerActivity.CPU]
         if self.device.type == 'cuda':
             activities.append(ProfilerActivity.CUDA)
@@ -361,7 +365,7 @@ class Bench:
                                                          'cudaMemcpyAsync')) / n
         top = sorted(events, key=self_time, reverse=True)[:a.profile_top]
         clock = 'device' if on_device else 'CPU'
-        self.out(f'### Profile: nfnets_mm {arch} {precision} train step, batch {batch}, {mf}')
+        self.out(f'### Profile: {name} {arch} {precision} train step, batch {batch}, {mf}')
         self.out()
         self.out(f'`torch.profiler` over {n} steps after warm-up; self {clock} time per step. '
                  f'Per step: {launches:.0f} kernel launches (CUDA launch API calls; '
@@ -643,6 +647,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                            help='skip the profiler table')
             p.add_argument('--profile-steps', type=positive, default=3)
             p.add_argument('--profile-top', type=positive, default=15)
+            p.add_argument('--profile-contenders', nargs='+', choices=list(CONTENDERS),
+                           default=['nfnets_mm', 'timm'], help='profile these steps')
     args = parser.parse_args(argv)
     if args.batch_sizes is None:
         args.batch_sizes = [4] if args.tiny else defaults[args.command]['batch_sizes']
