@@ -158,8 +158,12 @@ def test_imagenet_recipe_numbers(variant):
     assert backbone.drop_path_rate == row.drop_path_rate
     assert head.dropout_rate == row.dropout and head.in_channels == 3072
     assert head.loss == dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')
-    # (MixUp / CutMix: moving into the data loader, issue 11 items 2-3; checked by the
-    # mixing tests.)
+    # MixUp / CutMix in the loader before RandAugment (NFNetMixDataset, half each, DeepMind's
+    # alphas); the model's data preprocessor only normalizes (no batch augments).
+    assert not cfg.model.get('train_cfg')
+    mix = cfg.train_dataloader.dataset
+    assert mix.type == 'NFNetMixDataset' and (mix.mixup_alpha, mix.cutmix_alpha) == (0.2, 1.0)
+    assert mix.get('mix', True) and mix.get('mode_choice', 'alternate') == 'alternate'
     # batch 4096 = 8 GPUs x per-GPU batch; lr 0.1 x 4096 / 256.
     assert cfg.train_dataloader.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 4096
     optim = cfg.optim_wrapper
@@ -176,10 +180,11 @@ def test_imagenet_recipe_numbers(variant):
         'CosineAnnealingLR', 5, 360, 0.)
     ema = [h for h in cfg.custom_hooks if 'EMA' in h.type]
     assert len(ema) == 1 and ema[0].momentum == 1e-5 and ema[0].ema_type == 'NFDeepMindEMA'
-    train = cfg.train_dataloader.dataset.pipeline
-    check_train_crop(train, row.train_size)
-    pipeline_step(train, 'RandomFlip')
-    ra_cfg = pipeline_step(train, 'NFNetRandAugment')
+    raw = mix.dataset.pipeline  # before the mix: load, crop, flip
+    check_train_crop(raw, row.train_size)
+    pipeline_step(raw, 'RandomFlip')
+    assert [t.type for t in mix.pipeline] == ['NFNetRandAugment', 'PackInputs']  # after it
+    ra_cfg = pipeline_step(mix.pipeline, 'NFNetRandAugment')
     assert (ra_cfg.magnitude, ra_cfg.num_layers, ra_cfg.image_size) == (
         row.ra_magnitude, row.ra_num_layers, row.train_size)
     check_eval_pipeline(cfg.val_dataloader.dataset.pipeline, row.test_size)
@@ -234,6 +239,11 @@ def test_finetune_recipe_numbers(path, px):
     init = cfg.model.backbone.init_cfg
     assert init.type == 'Pretrained' and init.prefix == 'backbone.' and init.checkpoint
     assert cfg.model.train_cfg is None  # fine-tune: no MixUp / CutMix
+    assert cfg.train_dataloader.dataset.type == 'ImageNet'  # nor the recipe's mix wrapper
+    if 'resnet' not in path:  # DeepMind's released F0 weights, with DeepMind's forward
+        assert init.checkpoint == 'dm-nfnets://F0'
+        assert cfg.model.backbone.padding == 'same'
+        assert cfg.model.backbone.act_cfg == dict(type='GELU', approximate='tanh')
     check_train_crop(cfg.train_dataloader.dataset.pipeline, px)
     check_eval_pipeline(cfg.test_dataloader.dataset.pipeline, px)
     check_eval_pipeline(cfg.val_dataloader.dataset.pipeline, px)
@@ -255,6 +265,8 @@ def test_deepmind_eval_configs(variant):
     assert cfg.model.head.dropout_rate == get_variant(variant).dropout
     assert cfg.test_evaluator.type == 'Accuracy'
     assert 'optim_wrapper' not in cfg and 'train_dataloader' not in cfg
+    # the released weights in one line (downloaded, converted and cached by the loader)
+    assert cfg.load_from == f'dm-nfnets://{variant}'
 
 
 @pytest.mark.parametrize('path', [

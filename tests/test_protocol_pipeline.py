@@ -48,7 +48,10 @@ def test_train_and_eval_pipelines_feed_the_model(variant, image_file):
                                          **cfg.model.data_preprocessor))
     batch = []
     for seed in range(3):
-        out = run(cfg.train_dataloader.dataset.pipeline, image_file, seed)
+        # the per-image steps, unmixed: NFNetMixDataset's inner (load, crop, flip) and
+        # outer (RandAugment, pack) pipelines back to back
+        mix = cfg.train_dataloader.dataset
+        out = run(mix.dataset.pipeline + mix.pipeline, image_file, seed)
         inputs = out['inputs']
         assert inputs.shape == (3, row.train_size, row.train_size)
         # TF resize -> float32; RandAugment clipped and truncated it to 0..255 integers
@@ -77,11 +80,17 @@ def test_f1_train_dataloader_builds_in_the_runner(image_file, tmp_path):
     cfg = Config.fromfile(osp.join(REPO, 'configs/nfnet/f1_imagenet.py'))
     loader_cfg = cfg.train_dataloader.to_dict()
     loader_cfg.update(batch_size=2, num_workers=0, persistent_workers=False)
-    loader_cfg['dataset'].update(type='CustomDataset', data_root='', ann_file='',
-                                 data_prefix=str(tmp_path), with_label=True)
-    loader_cfg['dataset'].pop('split', None)
+    assert loader_cfg['dataset']['type'] == 'NFNetMixDataset'
+    inner = loader_cfg['dataset']['dataset']  # the ImageNet dataset inside the mix wrapper
+    inner.update(type='CustomDataset', data_root='', ann_file='',
+                 data_prefix=str(tmp_path), with_label=True)
+    inner.pop('split', None)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         loader = Runner.build_dataloader(loader_cfg, seed=0)
         batch = next(iter(loader))
     size = get_variant('F1').train_size
     assert [tuple(x.shape) for x in batch['inputs']] == [(3, size, size)] * 2
+    # mixed in the loader: soft labels over the 2 classes, one MixUp and one CutMix
+    scores = [s.gt_score for s in batch['data_samples']]
+    assert all(torch.isclose(s.sum(), torch.tensor(1.)) for s in scores)
+    assert sorted(s.mix_mode for s in batch['data_samples']) == ['cutmix', 'mixup']

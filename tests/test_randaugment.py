@@ -350,7 +350,8 @@ def test_recipe_randaugment_is_the_variants(path):
     from mmengine.registry import init_default_scope
     init_default_scope('mmpretrain')
     variant = get_variant(osp.basename(path).split('_')[0])
-    steps = [TRANSFORMS.build(t) for t in Config.fromfile(path).train_dataloader.dataset.pipeline]
+    mix = Config.fromfile(path).train_dataloader.dataset  # RandAugment runs after the mix
+    steps = [TRANSFORMS.build(t) for t in mix.pipeline]
     (ra, ) = [t for t in steps if isinstance(t, NFNetRandAugment)]
     assert (ra.magnitude, ra.num_layers, ra.image_size) == (
         variant.ra_magnitude, variant.ra_num_layers, variant.train_size)

@@ -2,11 +2,16 @@
 # all layers, batch 2048, lr 0.1 cosine, 15,000 iterations, at 224 px.
 # Other resolutions: f0_finetune-320px_imagenet.py, f0_finetune-384px_imagenet.py.
 #
-# The backbone starts from a pre-trained checkpoint (an ImageClassifier checkpoint, e.g.
-# one written by tools/train.py, or a converted one): its 'backbone.*' weights are loaded,
-# the classifier is new (1000 ImageNet classes). Point it at yours:
+# The backbone starts from DeepMind's released F0 ImageNet weights ('dm-nfnets://F0':
+# downloaded once, converted in memory, cached; docs/converters.md), hence DeepMind's
+# numerics (TF "SAME" padding, tanh GELU); its 'backbone.*' weights are loaded, the
+# classifier is new (1000 ImageNet classes).
+#   bash tools/dist_train.sh configs/nfnet/f0_finetune_imagenet.py 8
+# From your own pre-trained ImageClassifier checkpoint (e.g. one written by tools/train.py
+# with configs/nfnet/f0_imagenet.py, whose padding / GELU are the model defaults):
 #   bash tools/dist_train.sh configs/nfnet/f0_finetune_imagenet.py 8 \
-#       --cfg-options model.backbone.init_cfg.checkpoint=path/to/pretrained.pth
+#       --cfg-options model.backbone.init_cfg.checkpoint=path/to/pretrained.pth \
+#       model.backbone.padding=symmetric model.backbone.act_cfg.approximate=none
 # (or load the whole model with `model.backbone.init_cfg=None load_from=path/to/ckpt.pth`:
 # MMEngine then skips and reports the head weights whose shapes differ; init_cfg must be
 # cleared, since the runner initialises the model before it applies load_from).
@@ -19,10 +24,11 @@ _base_ = [
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
 from nfnets_mm.variants import get_variant  # noqa: E402
 
-pretrained = 'checkpoints/nfnet-f0_pretrained.pth'
+pretrained = 'dm-nfnets://F0'
 model = dict(
     backbone=dict(
         type='NFNet', arch='F0', drop_path_rate=get_variant('F0').drop_path_rate,
+        padding='same', act_cfg=dict(type='GELU', approximate='tanh'),  # DeepMind's forward
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     head=dict(in_channels=3072, dropout_rate=get_variant('F0').dropout),
     # Fine-tuning uses no MixUp / CutMix (the paper describes none for it).
@@ -46,7 +52,11 @@ test_pipeline = [
          backend='tf'),
     dict(type='PackInputs'),
 ]
-train_dataloader = dict(batch_size=256, dataset=dict(pipeline=train_pipeline))
+# No mixing: the recipe's NFNetMixDataset wrapper is replaced by the plain dataset.
+train_dataloader = dict(
+    batch_size=256,
+    dataset=dict(_delete_=True, type=_base_.dataset_type, data_root=_base_.data_root,
+                 split='train', pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 

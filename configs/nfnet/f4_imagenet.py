@@ -21,8 +21,12 @@ _resized = dict(
     NFNetRandAugment=dict(magnitude=ra_magnitude, image_size=train_size,
                           num_layers=ra_num_layers),
     NFNetEvalResizeCrop=dict(crop_size=test_size))
-train_pipeline = [dict(step, **_resized.get(step.type, {})) for step in _base_.train_pipeline]
+train_raw_pipeline = [
+    dict(step, **_resized.get(step.type, {})) for step in _base_.train_raw_pipeline]
+train_mix_pipeline = [
+    dict(step, **_resized.get(step.type, {})) for step in _base_.train_mix_pipeline]
 test_pipeline = [dict(step, **_resized.get(step.type, {})) for step in _base_.test_pipeline]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+train_dataloader = dict(  # NFNetMixDataset: raw pipeline inside, RandAugment after the mix
+    dataset=dict(dataset=dict(pipeline=train_raw_pipeline), pipeline=train_mix_pipeline))
 val_dataloader = test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 del _resized

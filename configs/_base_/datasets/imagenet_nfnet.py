@@ -20,7 +20,9 @@ train_size, test_size, ra_magnitude, ra_num_layers = (
     getattr(get_variant('F0'), key)
     for key in ('train_size', 'test_size', 'ra_magnitude', 'ra_num_layers'))
 
-train_pipeline = [
+# Before the mix, in the wrapped dataset: load, crop, flip (DeepMind's
+# augment_before_mix=False).
+train_raw_pipeline = [
     dict(type='LoadImageFromFile'),
     # TF's sample_distorted_bounding_box (area 0.08-1, aspect 3/4-4/3, min covered 0.1,
     # 10 attempts; centre-crop fallback S / (S + 32)), then TF's bicubic resize without
@@ -28,6 +30,9 @@ train_pipeline = [
     # RandomResizedCrop sampler), backend='pillow' (MMPretrain's antialiased resize).
     dict(type='NFNetRandomResizedCrop', scale=train_size, sampler='deepmind', backend='tf'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+]
+# After the mix, on the mixed image (NFNetMixDataset's own pipeline).
+train_mix_pipeline = [
     # DeepMind's RandAugment: ra_num_layers ops of 16, level ra_magnitude of 10, grey
     # fill, 100 px translations, TF's op arithmetic.  Switches: contrast_reference='mean'
     # (the image's mean grey, as MMPretrain's Contrast), interpolation='bicubic' (Rotate /
@@ -48,11 +53,21 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 
+# MixUp (alpha 0.2) / CutMix (alpha 1) in the loader workers, per example with an
+# independent partner, on the raw crops and BEFORE RandAugment, half the batch each, as
+# DeepMind's recipe (docs/training.md, "Mixing"); the model's data preprocessor only
+# normalizes.  MMPretrain's stock batch-level path instead: dataset.mix=False plus
+# model.train_cfg.augments=dict(type='NFHalfMixupHalfCutMix', mixup_alpha=0.2,
+# cutmix_alpha=1.0) (mixes normalized tensors after RandAugment, one ratio per half-batch).
 train_dataloader = dict(
     batch_size=512,
     num_workers=8,
-    dataset=dict(type=dataset_type, data_root=data_root, split='train',
-                 pipeline=train_pipeline),
+    persistent_workers=True,  # the partner draws carry on across epochs
+    dataset=dict(
+        type='NFNetMixDataset', mixup_alpha=0.2, cutmix_alpha=1.0,
+        dataset=dict(type=dataset_type, data_root=data_root, split='train',
+                     pipeline=train_raw_pipeline),
+        pipeline=train_mix_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True),
 )
 val_dataloader = dict(

@@ -1,4 +1,4 @@
-# Evaluate DeepMind's released NFNet-F0 weights (F0_haiku.npz, converted to this
+# Evaluate DeepMind's released NFNet-F0 weights (F0_haiku.npz to this
 # project's state-dict names) on ImageNet val, test-only.
 # The model reproduces DeepMind's forward: TF/Haiku "SAME" padding, tanh-approximated
 # GELU, Scaled WS with max(var * fan_in, 1e-4) (the NFNet defaults ws_eps=1e-4,
@@ -13,9 +13,15 @@
 # ImageNet RGB mean / std normalisation.
 # timm's conversion of the same weights reports 83.47 top-1 at 256 px.
 #
+#   python tools/test.py configs/nfnet/dm_weights/f0_imagenet.py
+# loads F0_haiku.npz through `load_from` below (downloaded once, converted in memory and
+# cached: docs/converters.md); a converted file works too:
 #   python tools/test.py configs/nfnet/dm_weights/f0_imagenet.py f0_converted.pth
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
+
+# DeepMind's released weights (nfnets_mm/variants.py: get_variant('F0').dm_weights_url).
+load_from = 'dm-nfnets://F0'
 from nfnets_mm.variants import get_variant  # noqa: E402
 
 model = dict(

@@ -1,12 +1,18 @@
-# Evaluate DeepMind's released NFNet-F6 weights (F6_haiku.npz, converted) on ImageNet
+# Evaluate DeepMind's released NFNet-F6 weights (F6_haiku.npz) on ImageNet
 # val, test-only: ./f0_imagenet.py (DeepMind's forward and eval preprocessing) with F6's
 # arch and its test size from the variant table (a centre crop after a resize of the whole image
 # to test + 32 square).
 # timm's conversion of the same weights reports 86.36 top-1 at 576 px.
 #
+#   python tools/test.py configs/nfnet/dm_weights/f6_imagenet.py
+# loads F6_haiku.npz through `load_from` below (downloaded once, converted in memory and
+# cached: docs/converters.md); a converted file works too:
 #   python tools/test.py configs/nfnet/dm_weights/f6_imagenet.py f6_converted.pth
 _base_ = ['./f0_imagenet.py']
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
+
+# DeepMind's released weights (nfnets_mm/variants.py: get_variant('F6').dm_weights_url).
+load_from = 'dm-nfnets://F6'
 from nfnets_mm.variants import get_variant  # noqa: E402
 
 # F6's row of the variant table (nfnets_mm/variants.py); dropout acts in training only.
