@@ -73,3 +73,33 @@ def test_documented_command_validates_on_the_subset(subset_dir, monkeypatch):
         assert list(dataset.metainfo['classes']) == KEEP and len(dataset) == size
         labels = {int(dataset.get_data_info(i)['gt_label']) for i in range(len(dataset))}
         assert labels == {0, 1, 2}
+
+
+def test_documented_own_checkpoint_override_restores_the_recipe_forward():
+    """The fine-tune configs default to DeepMind's weights and forward; the documented
+    override for one's own pre-training run gives the f0_imagenet.py backbone's numerics."""
+    command = _block('model.backbone.padding=symmetric').replace('\\\n', ' ')
+    (line, ) = [c for c in command.splitlines() if 'padding=symmetric' in c]
+    argv = shlex.split(line)
+    argv = argv[argv.index('--cfg-options') + 1:]
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    options = parser.parse_args(['--cfg-options'] + argv).cfg_options
+    cfg = Config.fromfile(osp.join(REPO, 'configs/nfnet/f0_finetune-384px_imagenet.py'))
+    assert cfg.model.backbone.init_cfg.checkpoint == 'dm-nfnets://F0'
+    cfg.merge_from_dict(options)
+    assert cfg.model.backbone.init_cfg.checkpoint == 'work_dirs/pretrain/epoch_10.pth'
+    recipe = Config.fromfile(osp.join(REPO, 'configs/nfnet/f0_imagenet.py')).model.backbone
+
+    import torch.nn as nn
+
+    from nfnets_mm.models import NFNet
+    kwargs = {k: v for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')}
+    ours = NFNet(**dict(kwargs, arch=dict(depths=(1, 1, 1, 1), widths=(32, 64, 128, 128),
+                                        group_width=16)))
+    reference = NFNet(**dict({k: v for k, v in recipe.items() if k != 'type'},
+                             arch=dict(depths=(1, 1, 1, 1), widths=(32, 64, 128, 128),
+                                        group_width=16)))
+    gelus = [m for m in ours.modules() if isinstance(m, nn.GELU)]
+    assert gelus and all(m.approximate == 'none' for m in gelus)
+    assert repr(ours) == repr(reference)  # padding modules, activations, WS settings
