@@ -126,7 +126,6 @@ def test_output_files_are_kept_and_appended(tmp_path, capsys):
 
 @pytest.mark.parametrize('argv, message', [
     (['train', '--device', 'cpu', '--archs', 'F9'], '--archs F9'),
-    (['train', '--device', 'cpu', '--batch-sizes', '3'], 'must be even'),
     (['train', '--device', 'cpu', '--precisions', 'fp8'], "invalid choice: 'fp8'"),
     (['infer', '--device', 'cpu', '--contenders', 'timm'], 'keep it in --contenders'),
 ])
@@ -163,3 +162,21 @@ def test_gpu_script_commands_parse():
     bad = subprocess.run(['bash', script], cwd=REPO_ROOT, env=dict(env, PARTS='nope'),
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and 'valid parts: train_f0_b128 agc' in bad.stderr
+
+
+def test_train_step_gets_what_the_recipe_loader_gives():
+    """The recipe mixes in the loader: the step's samples carry its soft targets."""
+    import torch
+    from bench_models import Setting, mixes_in_step, nfnet_config, nfnets_mm_train_step
+    setting = Setting(arch='F0', batch=4, size=32, precision='fp32',
+                      memory_format='contiguous', mode='eager', device=torch.device('cpu'),
+                      tiny=True)
+    step = nfnets_mm_train_step(setting)
+    samples = step.data['data_samples']
+    assert not mixes_in_step(nfnet_config('F0', tiny=True))  # the recipe as configured
+    for sample in samples:
+        assert sample.gt_score.shape == (1000, )
+        assert float(sample.gt_score.sum()) == pytest.approx(1.0)
+        assert int(sample.gt_score.argmax()) == int(sample.gt_label)
+    losses = step()
+    assert math.isfinite(float(losses['loss']))

@@ -1,13 +1,16 @@
 """The contenders of ``tools/analysis/benchmark.py``, each built as its own users build it.
 
 * ``nfnets_mm``: the ``ImageClassifier`` of ``configs/nfnet/f{0,1,2}_imagenet.py`` (data
-  preprocessor with its MixUp/CutMix batch augments, label-smoothed loss, the recipe's
-  ``AGCOptimWrapperConstructor`` groups, AGC, SGD Nesterov), stepped by
-  ``model.train_step(data, optim_wrapper)`` exactly as MMEngine's ``IterBasedTrainLoop``
-  does; ``compile`` replaces ``model.train_step`` by ``torch.compile(model.train_step)``,
-  as the runner's ``compile=dict(...)`` option does.
+  preprocessor, label-smoothed loss, the recipe's ``AGCOptimWrapperConstructor`` groups,
+  AGC, SGD Nesterov), stepped by ``model.train_step(data, optim_wrapper)`` exactly as
+  MMEngine's train loops do; ``compile`` replaces ``model.train_step`` by
+  ``torch.compile(model.train_step)``, as the runner's ``compile=dict(...)`` option does.
+  The recipe mixes (MixUp / CutMix) in the data loader, so the step gets the loader's
+  output: uint8 images and soft targets (``gt_score``); a config with
+  ``model.train_cfg.augments`` mixes in the step instead, and then so does timm.
 * ``timm``: ``dm_nfnet_f*`` stepped as timm's ``train.py`` steps it: uint8 batch to the
-  device, normalize, ``timm.data.Mixup`` (MixUp 0.2 / CutMix 1.0, label smoothing 0.1),
+  device, normalize, soft targets from the loader (timm's ``FastCollateMixup``; with
+  in-step mixing ``timm.data.Mixup``, MixUp 0.2 / CutMix 1.0, label smoothing 0.1),
   ``SoftTargetCrossEntropy``, ``create_optimizer_v2('sgd')`` (Nesterov, no decay on 1-d
   parameters), AGC 0.01 through ``timm.utils.dispatch_clip_grad`` on all parameters but
   the classifier's, a ``NativeScaler`` for fp16 only (timm uses none for bf16);
@@ -183,6 +186,22 @@ def uint8_batch(setting: Setting, seed: int = 0):
     return images, labels
 
 
+def soft_targets(labels: torch.Tensor, num_classes: int, lam: float = 0.7,
+                 smoothing: float = 0.1) -> torch.Tensor:
+    """What a mixing loader hands the step: label-smoothed two-class mixtures (N, K)."""
+    n = labels.numel()
+    target = torch.full((n, num_classes), smoothing / num_classes)
+    keep = 1. - smoothing
+    target.scatter_add_(1, labels[:, None], torch.full((n, 1), keep * lam))
+    target.scatter_add_(1, labels.roll(1)[:, None], torch.full((n, 1), keep * (1. - lam)))
+    return target
+
+
+def mixes_in_step(cfg) -> bool:
+    """Whether the config mixes in the data preprocessor (``train_cfg.augments``)."""
+    return bool((cfg.model.get('train_cfg') or {}).get('augments'))
+
+
 def _channels_last_inputs(model: nn.Module) -> None:
     """Make the data preprocessor hand the network channels_last inputs.
 
@@ -201,8 +220,11 @@ def _channels_last_inputs(model: nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------- train steps
-def mm_train_step(cfg, setting: Setting) -> Callable[[], object]:
-    """``model.train_step(data, optim_wrapper)`` of an MMPretrain classifier config."""
+def mm_train_step(cfg, setting: Setting, soft: bool = False) -> Callable[[], object]:
+    """``model.train_step(data, optim_wrapper)`` of an MMPretrain classifier config.
+
+    ``soft``: the data samples carry the loader's soft targets (``gt_score``) too.
+    """
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
     from mmpretrain.structures import DataSample
@@ -221,8 +243,11 @@ def mm_train_step(cfg, setting: Setting) -> Callable[[], object]:
     ow_cfg['optimizer']['lr'] = setting.lr
     wrapper = build_mm_optim_wrapper(model, ow_cfg, setting)
     images, labels = uint8_batch(setting)
-    data = dict(inputs=images,
-                data_samples=[DataSample().set_gt_label(int(y)) for y in labels])
+    samples = [DataSample().set_gt_label(int(y)) for y in labels]
+    if soft:
+        for sample, score in zip(samples, soft_targets(labels, setting.num_classes)):
+            sample.set_gt_score(score)
+    data = dict(inputs=images, data_samples=samples)
     model.train()
     if setting.mode == 'compile':
         # What MMEngine's Runner._maybe_compile('train_step') does.
@@ -233,11 +258,13 @@ def mm_train_step(cfg, setting: Setting) -> Callable[[], object]:
 
     step.model = model
     step.wrapper = wrapper
+    step.data = data
     return step
 
 
 def nfnets_mm_train_step(setting: Setting) -> Callable[[], object]:
-    return mm_train_step(nfnet_config(setting.arch, setting.tiny), setting)
+    cfg = nfnet_config(setting.arch, setting.tiny)
+    return mm_train_step(cfg, setting, soft=not mixes_in_step(cfg))
 
 
 def resnet50_train_step(setting: Setting) -> Callable[[], object]:
@@ -276,11 +303,16 @@ def timm_train_step(setting: Setting) -> Callable[[], object]:
     clip_params = model_parameters(model, exclude_head=True)
     if setting.mode == 'compile':
         model = torch.compile(model, **(setting.compile_kwargs or {}))
-    mixup = Mixup(mixup_alpha=0.2, cutmix_alpha=1.0, label_smoothing=0.1,
-                  num_classes=setting.num_classes)
+    mixup = None
+    if mixes_in_step(nfnet_config(setting.arch, setting.tiny)):
+        mixup = Mixup(mixup_alpha=0.2, cutmix_alpha=1.0, label_smoothing=0.1,
+                      num_classes=setting.num_classes)
     loss_fn = SoftTargetCrossEntropy()
     scaler = NativeScaler(device.type) if setting.precision == 'fp16' else None
     images, labels = uint8_batch(setting)
+    targets = soft_targets(labels, setting.num_classes)
+    if device.type == 'cuda':
+        targets = targets.pin_memory()
     # timm's loader normalizes with ImageNet mean/std (0-255 scale here)
     mean = torch.tensor([123.675, 116.28, 103.53], device=device).view(1, 3, 1, 1)
     std = torch.tensor([58.395, 57.12, 57.375], device=device).view(1, 3, 1, 1)
@@ -288,7 +320,10 @@ def timm_train_step(setting: Setting) -> Callable[[], object]:
     def step():
         x = images.to(device, non_blocking=True).float().sub_(mean).div_(std)
         x = x.contiguous(memory_format=setting.mf)
-        x, target = mixup(x, labels.to(device, non_blocking=True))
+        if mixup is not None:
+            x, target = mixup(x, labels.to(device, non_blocking=True))
+        else:  # mixed by the loader (timm's FastCollateMixup)
+            target = targets.to(device, non_blocking=True)
         with autocast(setting):
             loss = loss_fn(model(x), target)
         optimizer.zero_grad()

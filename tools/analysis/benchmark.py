@@ -180,9 +180,10 @@ class Bench:
         a = self.args
         self.header('Train step: nfnets_mm vs timm vs ResNet-50',
                     'Step = `model.train_step(data, optim_wrapper)` of the recipe config '
-                    '(uint8 batch on the host -> data preprocessor with MixUp/CutMix -> '
-                    'forward -> label-smoothed loss -> backward -> [unscale] -> AGC -> SGD '
-                    'Nesterov), timm = its `train.py` iteration for `dm_nfnet_f*` (Mixup, '
+                    '(uint8 batch and the loader\'s mixed soft targets on the host -> data '
+                    'preprocessor -> forward -> loss -> backward -> [unscale] -> AGC -> SGD '
+                    'Nesterov; MixUp/CutMix happen in the loader, as in the recipe), timm = '
+                    'its `train.py` iteration for `dm_nfnet_f*` (soft targets, '
                     'SoftTargetCrossEntropy, `dispatch_clip_grad(mode="agc")`, SGD), '
                     'resnet50 = MMPretrain\'s `resnet50_8xb32_in1k.py` classifier, plain '
                     'wrapper.  lr = 0.1 x batch / 256.  Peak memory = the most allocated '
@@ -404,8 +405,7 @@ class Bench:
         wrapper, model = step.wrapper, step.model
         wrapper.optimizer.zero_grad(set_to_none=False)
         with wrapper.optim_context(model):
-            data = model.data_preprocessor(dict(inputs=_first_inputs(s),
-                                                data_samples=_samples(s)), True)
+            data = model.data_preprocessor(step.data, True)
             losses = model(**data, mode='loss')
         wrapper.backward(sum(v for k, v in losses.items() if 'loss' in k))
         if s.amp:
@@ -583,18 +583,6 @@ def _finite(step) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
-def _first_inputs(s: Setting) -> torch.Tensor:
-    from bench_models import uint8_batch
-    return uint8_batch(s)[0]
-
-
-def _samples(s: Setting) -> list:
-    from mmpretrain.structures import DataSample
-
-    from bench_models import uint8_batch
-    return [DataSample().set_gt_label(int(y)) for y in uint8_batch(s)[1]]
-
-
 # ---------------------------------------------------------------------------- CLI
 def positive(text: str) -> int:
     value = int(text)
@@ -667,8 +655,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         if not osp.exists(osp.join(REPO_ROOT, 'configs', 'nfnet', f'{arch.lower()}_imagenet.py')):
             parser.error(f'--archs {arch}: no recipe config configs/nfnet/'
                          f'{arch.lower()}_imagenet.py')
-    if any(b % 2 for b in args.batch_sizes) and args.command == 'train':
-        parser.error('--batch-sizes must be even (MixUp/CutMix pair the batch in halves).')
     if args.out_dir is None and args.append_to is None:
         print('note: no --out-dir / --append-to; the tables go to stdout only', flush=True)
     if args.out_dir and not args.force and osp.exists(
