@@ -32,6 +32,7 @@ import torch
 
 from nfnets_mm.utils.checkpoint_io import save_checkpoint_atomic
 from nfnets_mm.utils.safe_checkpoint import safe_load
+from nfnets_mm.variants import get_variant
 from ._common import (ConversionError, check_placement, classifier_config,
                       match_nfnet_variant, ratio, same, target_shapes)
 
@@ -211,7 +212,10 @@ def infer_nfnet_arch(sd: Dict[str, torch.Tensor]) -> Tuple[dict, int, int]:
 
 
 def _is_nfnet_l0(arch: dict) -> bool:
-    return (same(arch['depths'], (1, 2, 6, 3)) and same(arch['widths'], (256, 512, 1536, 1536))
+    # timm's eca/nfnet_l0: F0's depths and widths (the variant table) with narrower groups,
+    # bottleneck and SE, a 1.5x final conv and SiLU.
+    f0 = get_variant('F0')
+    return (same(arch['depths'], f0.depths) and same(arch['widths'], f0.widths)
             and arch['group_width'] == 64 and same(arch['bottleneck_ratio'], 0.25)
             and same(arch['se_ratio'], 0.25) and same(arch['final_conv_ratio'], 1.5))
 
