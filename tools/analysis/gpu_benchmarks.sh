@@ -43,6 +43,16 @@ if [ "$DRYRUN" != 1 ] && ! "$PYTHON" -c "$probe; import timm" 2>/dev/null; then
         "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
             --target /tmp/nfnets_site .whl/*.whl
         export PYTHONPATH=/tmp/nfnets_site${PYTHONPATH:+:$PYTHONPATH}
+        # binary wheels (torchvision) only where the device's own import fails
+        for wheel in .whl/if_missing/*.whl; do
+            [ -e "$wheel" ] || continue
+            module=$(basename "$wheel" | cut -d- -f1)
+            if ! "$PYTHON" -c "import $module" 2>/dev/null; then
+                echo "installing $wheel (import $module failed)"
+                "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+                    --target /tmp/nfnets_site "$wheel"
+            fi
+        done
     fi
     if ! "$PYTHON" -c "$probe"; then
         echo "missing packages for $PYTHON (need torch, mmengine, mmcv, mmpretrain, timm);" \
