@@ -94,3 +94,24 @@ def test_compiled_forward_backward_matches_eager():
     assert checked == len(grads_e) > 0
     # every gradient is informative: none is all zeros
     assert all(p.grad.abs().sum() > 0 for p in compiled_model.parameters())
+
+
+def test_recipe_classifier_loss_traces_without_graph_breaks():
+    """The recipe's ``ImageClassifier`` (tiny arch) in ``mode='loss'`` on what its data
+    preprocessor gives for the loader's soft targets: backbone, neck, head and label-
+    smoothed loss trace as one graph (MMEngine's compiled ``train_step`` runs this)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools' / 'analysis'))
+    from bench_models import Setting, nfnets_mm_train_step
+    setting = Setting(arch='F0', batch=4, size=32, precision='fp32',
+                      memory_format='contiguous', mode='eager', device=torch.device('cpu'),
+                      tiny=True)
+    step = nfnets_mm_train_step(setting)
+    data = step.model.data_preprocessor(step.data, True)
+    assert 'gt_score' in data['data_samples'][0]
+    explanation = torch._dynamo.explain(step.model)(data['inputs'], data['data_samples'],
+                                                    mode='loss')
+    reasons = [str(b.reason).splitlines()[0] for b in explanation.break_reasons]
+    assert explanation.graph_break_count == 0, reasons
+    assert explanation.graph_count == 1
