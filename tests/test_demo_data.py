@@ -11,9 +11,9 @@ from PIL import Image
 
 import nfnets_mm  # noqa: F401  (registers the plugin)
 # tools/data/demo_data.py (conftest puts tools/data on sys.path)
-from demo_data import (CLS_CLASSES, COCO_CLASSES, DemoDataError, ensure_demo_data,
-                       make_classification_demo, make_coco_demo, validate_coco_annotations,
-                       validate_demo_data)
+from demo_data import (CLS_CLASSES, COCO_CLASSES, COCO_DEFAULTS, DemoDataError,
+                       ensure_demo_data, make_classification_demo, make_coco_demo,
+                       validate_coco_annotations, validate_demo_data)
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 
@@ -84,7 +84,8 @@ def test_classification_layout_and_counts(demo_root):
 def test_coco_layout_and_annotations(demo_root):
     coco_root = osp.join(demo_root, 'coco')
     all_image_ids = set()
-    for split, num in (('train', 48), ('val', 16)):
+    for split, num in (('train', COCO_DEFAULTS['num_train']),
+                       ('val', COCO_DEFAULTS['num_val'])):
         with open(osp.join(coco_root, 'annotations', f'instances_{split}.json')) as f:
             data = json.load(f)
         assert [c['name'] for c in data['categories']] == list(COCO_CLASSES)
@@ -101,7 +102,7 @@ def test_coco_layout_and_annotations(demo_root):
         all_image_ids |= set(per_image)
         img = Image.open(osp.join(coco_root, split, data['images'][0]['file_name']))
         assert img.mode == 'RGB' and img.size == (128, 128)
-    assert len(all_image_ids) == 64
+    assert len(all_image_ids) == COCO_DEFAULTS['num_train'] + COCO_DEFAULTS['num_val']
     validate_demo_data(demo_root)
 
 
@@ -140,7 +141,7 @@ def test_mmdet_coco_dataset_loads(demo_root):
             dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True),
             dict(type='mmdet.PackDetInputs')
         ])
-    assert len(ds) == 48
+    assert len(ds) == COCO_DEFAULTS['num_train']
     with open(osp.join(demo_root, 'coco', 'annotations', 'instances_train.json')) as f:
         data = json.load(f)
     first = data['images'][0]

@@ -5,7 +5,7 @@ Usage::
     python tools/data/make_demo_data.py [--root data/demo] [--seed 0] [--force]
 
 Writes ``<root>/cls`` (MMPretrain ImageNet-style folders, 6 classes, 480 images),
-``<root>/coco`` (COCO instance segmentation, 3 classes, 64 images) and
+``<root>/coco`` (COCO instance segmentation, 3 classes, 224 images) and
 ``<root>/manifest.json``.  Re-running with the same seed is a no-op; a foreign,
 modified or differently seeded folder is refused unless ``--force``.
 """
