@@ -50,21 +50,20 @@ def test_backbone_traces_without_graph_breaks(mode):
     assert explanation.graph_count == 1
 
 
-@pytest.mark.xfail(strict=True, raises=torch._dynamo.exc.Unsupported,
-                   reason='nfnets_mm/models/layers/ws_conv.py ScaledStdConv2d._weight_for_forward '
-                   'keys its eval cache on torch.is_inference_mode_enabled() and data_ptr(), '
-                   'which Dynamo cannot trace: one graph break per WS conv under no_grad')
 def test_backbone_inference_traces_as_one_graph():
     """Eval mode under ``no_grad`` (the standardized-weight cache path) as one graph.
 
     ``fullgraph=True`` raises at the first break, so this is the cheap form of the
-    ``explain`` check above.  Strict xfail: once the cache path traces, this fails as
-    XPASS and the marker must go.
+    ``explain`` check above (the eager path caches the standardized weights keyed on
+    ``data_ptr()`` / inference mode, which Dynamo cannot trace; compiled, it standardizes).
     """
     model = _backbone(drop_path_rate=0.).eval()
     compiled = torch.compile(model, backend='eager', fullgraph=True)
     with torch.no_grad():
-        compiled(_input())
+        expected = model(_input())  # eager: the cached standardized weights
+        got = compiled(_input())
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
 
 
 def test_compiled_forward_backward_matches_eager():

@@ -130,7 +130,10 @@ class ScaledStdConv2d(nn.Conv2d):
     def _weight_for_forward(self) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and (self.weight.requires_grad
                                                   or self.gain.requires_grad)
-        if self.training or needs_grad:
+        # Under torch.compile the standardization is traced into the graph (the compiler
+        # hoists it); the eager cache below keys on data_ptr() / inference mode, which
+        # Dynamo cannot trace (one graph break per conv).
+        if self.training or needs_grad or torch.compiler.is_compiling():
             self._cache_key = self._cached_weight = None
             return self.standardized_weight()
         # An inference-mode tensor cannot be reused outside inference mode (autograd
