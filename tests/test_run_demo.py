@@ -1,4 +1,5 @@
-"""tools/run_demo.sh picks, exports and prints its thread count (run with a stub Python)."""
+"""tools/run_demo.sh: its thread count, and the classifier -> detector chain (run with a
+stub Python that records its command lines)."""
 import itertools
 import os
 import re
@@ -10,7 +11,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUB = """#!/bin/sh
 echo "python sees OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset} MKL_NUM_THREADS=${MKL_NUM_THREADS:-unset}"
-if [ "$1" = tools/train.py ]; then mkdir -p "$4" && echo ckpt.pth > "$4/last_checkpoint"; fi
+echo "argv: $*"
+if [ "$1" = tools/train.py ]; then mkdir -p "$4" && echo "$4/ckpt.pth" > "$4/last_checkpoint"; fi
 """
 RUNS = itertools.count()
 
@@ -48,3 +50,35 @@ def test_user_thread_settings_are_kept(demo_tree):
     assert 'threads: OMP_NUM_THREADS=3 MKL_NUM_THREADS=3' in out
     out = _run(demo_tree, OMP_NUM_THREADS='3', MKL_NUM_THREADS='5')
     assert set(re.findall(r'python sees (.*)', out)) == {'OMP_NUM_THREADS=3 MKL_NUM_THREADS=5'}
+
+
+def _commands(out):
+    return [line[len('argv: '):].split() for line in out.splitlines()
+            if line.startswith('argv: ')]
+
+
+def test_detector_starts_from_the_classifier_and_draws_its_predictions(demo_tree):
+    out = _run(demo_tree)
+    commands = _commands(out)
+    tools = [c[0] for c in commands]
+    assert tools == ['tools/data/make_demo_data.py', 'tools/train.py', 'tools/test.py',
+                     'tools/train.py', 'tools/test.py']
+    cls_train, cls_test, det_train, det_test = commands[1:]
+    assert cls_train[1] == 'configs/nfnet/nfnet_demo.py'
+    work_dir = cls_train[cls_train.index('--work-dir') + 1]
+    classifier = f'{work_dir}/ckpt.pth'
+    assert cls_test[1:3] == ['configs/nfnet/nfnet_demo.py', classifier]
+    assert det_train[1] == 'configs/mask_rcnn/mask-rcnn_nfnet-demo_fpn_coco.py'
+    det_dir = det_train[det_train.index('--work-dir') + 1]
+    assert det_dir.startswith(work_dir + '/')
+    options = det_train[det_train.index('--cfg-options') + 1:]
+    assert options == ['model.backbone.init_cfg.type=Pretrained',
+                       'model.backbone.init_cfg.prefix=backbone.',
+                       f'model.backbone.init_cfg.checkpoint={classifier}']
+    assert det_test[1:3] == [det_train[1], f'{det_dir}/ckpt.pth']
+    assert det_test[det_test.index('--show-dir') + 1].startswith(det_dir + '/')
+
+
+def test_detection_can_be_left_out(demo_tree):
+    tools = [c[0] for c in _commands(_run(demo_tree, DETECTION='0'))]
+    assert tools == ['tools/data/make_demo_data.py', 'tools/train.py', 'tools/test.py']

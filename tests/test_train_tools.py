@@ -211,9 +211,14 @@ def test_finetune_with_a_new_head(demo_run, tmp_path):
     assert backbone and all(torch.equal(old[k], new[k]) for k in backbone)
 
 
-def test_detection_demo_trains_through_the_mmdet_scope(demo_data, tmp_path):
+def test_detection_demo_trains_through_the_mmdet_scope(demo_run, tmp_path):
+    """The demo detector, its backbone initialised from the demo classifier's checkpoint
+    (as tools/run_demo.sh chains them)."""
     work_dir = str(tmp_path / 'det')
-    run([PYTHON, 'tools/train.py', DET_DEMO, '--work-dir', work_dir, '--cfg-options',
+    classifier = osp.join(demo_run, 'epoch_1.pth')
+    proc = run([PYTHON, 'tools/train.py', DET_DEMO, '--work-dir', work_dir, '--cfg-options',
+         'model.backbone.init_cfg.type=Pretrained', 'model.backbone.init_cfg.prefix=backbone.',
+         f'model.backbone.init_cfg.checkpoint={classifier}',
          'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
          'train_dataloader.dataset.indices=4', 'val_dataloader.dataset.indices=2',
          'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=1'])
@@ -221,6 +226,12 @@ def test_detection_demo_trains_through_the_mmdet_scope(demo_data, tmp_path):
     assert 'agc_clip_fraction' in text and 'loss_mask' in text
     assert 'coco/bbox_mAP' in text and 'coco/segm_mAP' in text
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
+    # every backbone weight came from the classifier; only its final conv was left out
+    report = proc.stdout + proc.stderr + text
+    assert f'load model from: {classifier}' in report
+    assert 'missing keys in source state_dict' not in report
+    assert re.search(r'unexpected key in source state_dict: final\.conv\.weight, '
+                     r'final\.conv\.bias, final\.conv\.gain\s', report)
 
 
 @pytest.mark.parametrize('before,after', [('AGCOptimWrapper', 'AmpAGCOptimWrapper'),
