@@ -551,3 +551,40 @@ def test_non_array_leaves_are_refused(tmp_path):
         pickle.dump({'NFNet/~/stem_conv0': {'w': [1.0, 2.0]}}, f)
     with pytest.raises(TypeError, match='expected a numpy array'):
         dm_conv.load_haiku_params(str(src))
+
+
+class frozendict(dict):  # noqa: N801  (Haiku's name; pickled under Haiku's module below)
+    def __reduce__(self):
+        return frozendict, (dict(self), )
+
+
+class FlatMapping(dict):
+    def __reduce__(self):
+        return FlatMapping, (tuple(self.items()), )
+
+
+def _as_haiku_pickle(obj) -> bytes:
+    """``obj`` pickled as if its class were Haiku's (protocol 2 names globals as text);
+    Haiku itself is not installed here."""
+    data = pickle.dumps(obj, protocol=2)
+    here = f'c{__name__}\n{type(obj).__name__}\n'.encode()
+    assert here in data
+    return data.replace(here, f'chaiku._src.data_structures\n{type(obj).__name__}\n'.encode())
+
+
+def test_haiku_frozendict_tree_loads_as_plain_dicts(tmp_path):
+    """A parameter tree saved from Haiku's immutable ``frozendict`` (module -> params)
+    reads as nested plain dicts with the restricted unpickler; Haiku's ``FlatMapping``
+    (it carries jaxlib tree structures) is refused."""
+    weight = np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3)
+    tree = frozendict({'NFNet/~/stem_conv0': frozendict({'w': weight})})
+    src = tmp_path / 'F0_haiku.npz'
+    src.write_bytes(_as_haiku_pickle(tree))
+    flat = dm_conv.load_haiku_params(str(src))
+    (key, ) = flat
+    assert 'stem_conv0' in key and np.array_equal(flat[key], weight)
+    assert 'haiku' not in sys.modules  # nothing of Haiku was imported
+
+    src.write_bytes(_as_haiku_pickle(FlatMapping({'NFNet/~/stem_conv0': {'w': weight}})))
+    with pytest.raises(UnsafePickleError, match='FlatMapping'):
+        dm_conv.load_haiku_params(str(src))

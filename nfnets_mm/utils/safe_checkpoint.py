@@ -202,7 +202,19 @@ def _restricted_globals() -> Dict[Tuple[str, str], Any]:
         allowed[('builtins', container.__name__)] = container
     allowed[('collections', 'OrderedDict')] = OrderedDict
     allowed[('_codecs', 'encode')] = _latin1_encode
+    # Haiku's immutable parameter dict pickles as ``frozendict(storage_dict)``; it is
+    # rebuilt as a plain dict (nothing of Haiku is imported or run).  Haiku's later
+    # ``FlatMapping`` (jaxlib tree structures) and JAX arrays are not rebuilt: refused.
+    allowed[('haiku._src.data_structures', 'frozendict')] = _plain_dict
     return allowed
+
+
+def _plain_dict(mapping: Any = ()) -> dict:
+    """Stand-in for Haiku's ``frozendict``: a plain ``dict`` of the same items."""
+    if not isinstance(mapping, (dict, list, tuple)):
+        raise UnsafePickleError('refusing a Haiku frozendict built from '
+                                f'{type(mapping).__name__}, not a dict.')
+    return dict(mapping)
 
 
 class RestrictedUnpickler(pickle.Unpickler):
