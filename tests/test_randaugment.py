@@ -313,16 +313,18 @@ def test_policy_draws_ops_uniformly_and_applies_num_layers():
     assert counts.min() > 3200 / 16 * 0.75 and counts.max() < 3200 / 16 * 1.25
 
 
+@pytest.mark.parametrize('keep_dtype', [False, True])
 @pytest.mark.parametrize('dtype', [np.float32, np.float64, np.float16, np.int32])
-def test_non_uint8_input_is_clipped_truncated_and_cast_back(dtype):
-    """DeepMind: clip to [0, 255], cast to uint8 (truncates), augment, cast back."""
+def test_non_uint8_input_is_clipped_truncated_and_cast_back(dtype, keep_dtype):
+    """DeepMind: clip to [0, 255], cast to uint8 (truncates), augment, (cast back): the
+    same integer values as uint8 by default, in the input dtype with keep_dtype."""
     rng = np.random.RandomState(0)
     img = (rng.uniform(-60, 320, (24, 24, 3))).astype(dtype)
-    ra = NFNetRandAugment(5, ops=['Invert'], num_layers=1)
+    ra = NFNetRandAugment(5, ops=['Invert'], num_layers=1, keep_dtype=keep_dtype)
     out = ra(dict(img=img.copy()))['img']
-    assert out.dtype == dtype
+    assert out.dtype == (dtype if keep_dtype else np.uint8)
     as_uint8 = np.clip(img.astype(np.float64), 0, 255).astype(np.uint8)
-    np.testing.assert_array_equal(out, (255 - as_uint8).astype(dtype))
+    np.testing.assert_array_equal(out.astype(np.float64), 255. - as_uint8)
 
 
 def test_bad_arguments_and_inputs():
