@@ -15,8 +15,9 @@ optim_wrapper = dict(
 
 max_iters = 15000
 param_scheduler = [
-    dict(type='CosineAnnealingLR', eta_min=0., by_epoch=False, begin=0, end=max_iters,
-         T_max=max_iters),
+    # T_max defaults to end - begin (MMEngine), so --cfg-options train_cfg.max_iters=N,
+    # which moves `end` (tools/train.py), also moves the cosine's period.
+    dict(type='CosineAnnealingLR', eta_min=0., by_epoch=False, begin=0, end=max_iters),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=1000)
 val_cfg = dict()

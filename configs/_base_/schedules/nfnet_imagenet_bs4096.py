@@ -27,8 +27,10 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, end_factor=1.0, by_epoch=True, begin=0,
          end=warmup_epochs, convert_to_iter_based=True),
     # Cosine decay to exactly 0 over the remaining 355 epochs, stepped per iteration.
+    # T_max defaults to end - begin (MMEngine), so --cfg-options train_cfg.max_epochs=N,
+    # which moves `end` (tools/train.py), also moves the cosine's period.
     dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True, begin=warmup_epochs,
-         end=max_epochs, T_max=max_epochs - warmup_epochs, convert_to_iter_based=True),
+         end=max_epochs, convert_to_iter_based=True),
 ]
 
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=10)
