@@ -1,6 +1,6 @@
 """The README's NFNet swap, applied verbatim to stock MMDetection configs.
 
-``configs/_base_/detection/nfnet_swap.py`` holds the lines; the README shows them (checked
+``docs/snippets/nfnet_swap.py`` holds the lines; the README shows them (checked
 here), and each test pastes them below ``_base_ = '<stock mmdet config>'`` exactly as a user
 would.  The swapped Mask R-CNN and RetinaNet are built at F0 size (wiring and AGC exclusion
 checked on the real parameter names) and, with a tiny NFNet arch, run one training
@@ -21,7 +21,7 @@ from mmengine.runner.priority import get_priority
 from nfnets_mm.engine.hooks import NeckWiringError, NFNeckWiringCheckHook, check_neck_wiring
 from nfnets_mm.models.backbones import NFNet
 
-SNIPPET = osp.join(REPO_ROOT, 'configs', '_base_', 'detection', 'nfnet_swap.py')
+SNIPPET = osp.join(REPO_ROOT, 'docs', 'snippets', 'nfnet_swap.py')
 #: stock config, metric keys, output-layer weights AGC must leave alone.
 DETECTORS = {
     'mask_rcnn': ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', ('bbox', 'segm'),
@@ -61,7 +61,7 @@ def test_readme_shows_the_snippet_lines():
     blocks = re.findall(r'```python\n(.*?)```', readme, flags=re.S)
     body = snippet_lines()
     assert any(body in block for block in blocks), \
-        'README.md must show configs/_base_/detection/nfnet_swap.py (without its header)'
+        'README.md must show docs/snippets/nfnet_swap.py (without its header)'
 
 
 @pytest.mark.parametrize('detector', sorted(DETECTORS))

@@ -1,7 +1,8 @@
 # The NFNet swap for a stock MMDetection config whose model has backbone=dict(type='ResNet', ...)
 # and an FPN neck: paste these lines below its `_base_ = ...` line (README.md, "Detection:
 # swap NFNet into any MMDetection config", shows them; tests/test_detection_swap.py applies
-# them verbatim to mmdet's Mask R-CNN and RetinaNet configs). Not a config on its own.
+# them verbatim to mmdet's Mask R-CNN and RetinaNet configs). Not a config on its own, hence
+# kept out of configs/: it reads the stock config's _base_.optim_wrapper and model.type.
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
 from nfnets_mm.engine.optim_wrappers.agc_constructor import detector_output_layers  # noqa
 from nfnets_mm.variants import get_variant  # noqa: E402
