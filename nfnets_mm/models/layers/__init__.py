@@ -17,3 +17,7 @@ __all__ += ['build_nf_act', 'build_nf_conv']
 from .pooling import MaxPool2dSame  # noqa: E402
 
 __all__ += ['MaxPool2dSame']
+from .ws_function import (ScaledWSFunction, scaled_weight_standardization,  # noqa: E402
+                          scaled_ws_autograd)
+
+__all__ += ['ScaledWSFunction', 'scaled_weight_standardization', 'scaled_ws_autograd']

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from nfnets_mm.registry import MODELS
 from .padding import (check_padding_mode, needs_dynamic_same_padding, pad_same,
                       symmetric_padding)
+from .ws_function import WS_EPS_MODES, check_eps_mode, scaled_weight_standardization
 
-WS_EPS_MODES = ('max', 'add')
+__all__ = ['ScaledStdConv2d', 'WS_EPS_MODES']
 
 
 @MODELS.register_module(name='NFScaledStdConv2d')
@@ -36,7 +37,12 @@ class ScaledStdConv2d(nn.Conv2d):
     * ``eps_mode='add'`` (timm's port): ``scale = rsqrt((var + eps) * fan_in) * gain``
       with ``eps=1e-5``.
 
-    The standardized weight is computed once per forward.  In eval mode with no
+    The standardized weight is computed once per forward by one fused op
+    (:class:`~nfnets_mm.models.layers.ws_function.ScaledWSFunction`: one statistics pass
+    and one output pass forward, a closed-form backward; under ``torch.compile`` the plain
+    formula is traced instead, for the compiler to fuse).  Setting the class attribute
+    ``ScaledStdConv2d.fused_ws = False`` (or the instance attribute) selects the plain
+    autograd formula everywhere; both give the same result within rounding.  In eval mode with no
     gradient required it is cached and reused until the raw weight or gain changes
     (tracked through their in-place version counters and storage), so repeated
     inference pays for standardization once.
@@ -77,9 +83,7 @@ class ScaledStdConv2d(nn.Conv2d):
                  eps: float = 1e-4,
                  eps_mode: str = 'max') -> None:
         self.padding_mode_name = check_padding_mode(padding)
-        if eps_mode not in WS_EPS_MODES:
-            raise ValueError(f'Unknown eps_mode {eps_mode!r}; valid choices are '
-                             f'{", ".join(repr(m) for m in WS_EPS_MODES)}.')
+        check_eps_mode(eps_mode)
         self.dynamic_same = (padding == 'same'
                              and needs_dynamic_same_padding(kernel_size, stride, dilation))
         static_pad = 0 if self.dynamic_same else symmetric_padding(kernel_size, dilation)
@@ -92,6 +96,9 @@ class ScaledStdConv2d(nn.Conv2d):
         self.deploy = False
         self._cache_key: Optional[Tuple] = None
         self._cached_weight: Optional[torch.Tensor] = None
+
+    #: Standardize with the fused op (``True``) or the plain autograd formula.
+    fused_ws: bool = True
 
     def reset_parameters(self) -> None:
         """Fan-in variance-scaling init for the weight, zero bias, unit gain."""
@@ -115,17 +122,13 @@ class ScaledStdConv2d(nn.Conv2d):
         return super().train(mode)
 
     def standardized_weight(self) -> torch.Tensor:
-        """Return :math:`\\hat W` of Eq. (1), shape :math:`(C_{out}, C_{in}/g, k, k)`."""
-        weight = self.weight
-        flat = weight.reshape(weight.shape[0], -1)
-        var, mean = torch.var_mean(flat, dim=1, unbiased=False)
-        if self.eps_mode == 'max':
-            scale = torch.rsqrt(torch.clamp(var * self.fan_in, min=self.eps))
-        else:
-            scale = torch.rsqrt((var + self.eps) * self.fan_in)
-        scale = scale * self.gain
-        shift = mean * scale
-        return (flat * scale[:, None] - shift[:, None]).reshape_as(weight)
+        """Return :math:`\\hat W` of Eq. (1), shape :math:`(C_{out}, C_{in}/g, k, k)`.
+
+        Same dtype and memory format (contiguous or channels_last) as ``weight``; see
+        :func:`~nfnets_mm.models.layers.ws_function.scaled_weight_standardization`.
+        """
+        return scaled_weight_standardization(self.weight, self.gain, self.eps, self.eps_mode,
+                                             fused=self.fused_ws)
 
     def _weight_for_forward(self) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and (self.weight.requires_grad
