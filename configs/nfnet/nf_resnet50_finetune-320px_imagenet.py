@@ -5,15 +5,13 @@
 #       --cfg-options model.backbone.init_cfg.checkpoint=path/to/pretrained.pth
 _base_ = ['./nf_resnet50_finetune_imagenet.py']
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
+from nfnets_mm.datasets.sized_pipeline import sized_pipeline  # noqa: E402
 
 # Fine-tune and evaluate at 320 px (eval: 352 x 352 resize + crop, as the recipe's eval):
 # the base's 224 px pipelines, re-sized step by step type (mmengine does not
 # re-evaluate base variables).
 finetune_size = 320
-_resized = dict(NFNetRandomResizedCrop=dict(scale=finetune_size),
-                NFNetEvalResizeCrop=dict(crop_size=finetune_size))
-train_pipeline = [dict(step, **_resized.get(step.type, {})) for step in _base_.train_pipeline]
-test_pipeline = [dict(step, **_resized.get(step.type, {})) for step in _base_.test_pipeline]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-val_dataloader = test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-del _resized
+train_dataloader = dict(dataset=dict(pipeline=sized_pipeline(
+    _base_.train_pipeline, train_size=finetune_size)))
+val_dataloader = test_dataloader = dict(dataset=dict(pipeline=sized_pipeline(
+    _base_.test_pipeline, test_size=finetune_size)))

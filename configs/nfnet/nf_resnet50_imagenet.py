@@ -15,19 +15,14 @@ model = dict(
     head=dict(in_channels=2048, dropout_rate=0.25),
 )
 
-train_size, test_size, ra_magnitude = 224, 224, 10
-# F0's pipelines (the dataset base, DeepMind's protocol) with this variant's numbers, step by
-# step type (mmengine does not re-evaluate base variables).
-_resized = dict(
-    NFNetRandomResizedCrop=dict(scale=train_size),
-    NFNetRandAugment=dict(magnitude=ra_magnitude, image_size=train_size),
-    NFNetEvalResizeCrop=dict(crop_size=test_size))
-train_raw_pipeline = [
-    dict(step, **_resized.get(step.type, {})) for step in _base_.train_raw_pipeline]
-train_mix_pipeline = [
-    dict(step, **_resized.get(step.type, {})) for step in _base_.train_mix_pipeline]
-test_pipeline = [dict(step, **_resized.get(step.type, {})) for step in _base_.test_pipeline]
-train_dataloader = dict(  # NFNetMixDataset: raw pipeline inside, RandAugment after the mix
-    dataset=dict(dataset=dict(pipeline=train_raw_pipeline), pipeline=train_mix_pipeline))
-val_dataloader = test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-del _resized
+from nfnets_mm.datasets.sized_pipeline import sized_pipeline  # noqa: E402
+
+# F0's pipelines (the dataset base: DeepMind's protocol) re-sized step by step type to
+# NF-ResNet-50's sizes (mmengine does not re-evaluate base variables).
+_sizes = dict(train_size=224, test_size=224, ra_magnitude=10)
+train_dataloader = dict(dataset=dict(  # NFNetMixDataset: crop before the mix, RandAugment after
+    dataset=dict(pipeline=sized_pipeline(_base_.train_raw_pipeline, **_sizes)),
+    pipeline=sized_pipeline(_base_.train_mix_pipeline, **_sizes)))
+val_dataloader = test_dataloader = dict(
+    dataset=dict(pipeline=sized_pipeline(_base_.test_pipeline, **_sizes)))
+del _sizes

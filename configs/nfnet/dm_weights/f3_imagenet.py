@@ -11,15 +11,14 @@
 _base_ = ['./f0_imagenet.py']
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
 
+from nfnets_mm.datasets.sized_pipeline import sized_pipeline  # noqa: E402
+from nfnets_mm.variants import get_variant  # noqa: E402
+
 # DeepMind's released weights (nfnets_mm/variants.py: get_variant('F3').dm_weights_url).
 load_from = 'dm-nfnets://F3'
-from nfnets_mm.variants import get_variant  # noqa: E402
 
 # F3's row of the variant table (nfnets_mm/variants.py); dropout acts in training only.
 model = dict(backbone=dict(arch='F3'), head=dict(dropout_rate=get_variant('F3').dropout))
-test_size = get_variant('F3').test_size
 # The base's pipeline re-sized, step by step type (mmengine does not re-evaluate base
 # variables).
-test_pipeline = [dict(step, crop_size=test_size) if step.type == 'NFNetEvalResizeCrop' else step
-                 for step in _base_.test_pipeline]
-test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = dict(dataset=dict(pipeline=sized_pipeline(_base_.test_pipeline, 'F3')))
