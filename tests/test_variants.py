@@ -84,3 +84,32 @@ def test_complexity_tool_reads_the_table(capsys):
     with pytest.raises(SystemExit):
         tool.main(['--archs', 'F8'])
     assert "invalid choice: 'F8'" in capsys.readouterr().err
+
+
+# DeepMind's nfnets/base.py `nfnet_params` rows, read from the release and written out here
+# as the independent reference the table is checked against:
+# (train_imsize, test_imsize, RA_level, drop_rate, depth).
+DEEPMIND_BASE_PY = {
+    'F0': (192, 256, '405', 0.2, (1, 2, 6, 3)),
+    'F1': (224, 320, '410', 0.3, (2, 4, 12, 6)),
+    'F2': (256, 352, '410', 0.4, (3, 6, 18, 9)),
+    'F3': (320, 416, '415', 0.4, (4, 8, 24, 12)),
+    'F4': (384, 512, '415', 0.5, (5, 10, 30, 15)),
+    'F5': (416, 544, '415', 0.5, (6, 12, 36, 18)),
+    'F6': (448, 576, '415', 0.5, (7, 14, 42, 21)),
+    'F7': (480, 608, '415', 0.5, (8, 16, 48, 24)),
+}
+
+
+@pytest.mark.parametrize('name', sorted(DEEPMIND_BASE_PY))
+def test_table_rows_equal_deepminds_base_py(name):
+    train, test, ra_level, drop, depths = DEEPMIND_BASE_PY[name]
+    for row in (get_variant(name), get_variant(name + '+')):
+        assert (row.train_size, row.test_size, row.dropout, row.depths) == (
+            train, test, drop, depths)
+        # RA_level '4mm': 4 layers at magnitude mm
+        assert (row.ra_num_layers, row.ra_magnitude) == (int(ra_level[0]), int(ra_level[1:]))
+        # experiment_nfnets.py: stochdepth_rate 0.25 for every variant
+        assert row.drop_path_rate == 0.25
+    assert get_variant(name).widths == (256, 512, 1536, 1536)
+    assert get_variant(name + '+').widths == (384, 768, 2048, 2048)
