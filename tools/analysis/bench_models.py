@@ -188,7 +188,9 @@ def uint8_batch(setting: Setting, seed: int = 0):
 
 def soft_targets(labels: torch.Tensor, num_classes: int, lam: float = 0.7,
                  smoothing: float = 0.1) -> torch.Tensor:
-    """What a mixing loader hands the step: label-smoothed two-class mixtures (N, K)."""
+    """Two-class mixtures (N, K), label-smoothed by ``smoothing``: what timm's in-step
+    ``Mixup`` produces with ``smoothing=0.1``; ``NFNetMixDataset`` hands the unsmoothed
+    mixture (``smoothing=0``), which the recipe's ``LabelSmoothLoss`` smooths."""
     n = labels.numel()
     target = torch.full((n, num_classes), smoothing / num_classes)
     keep = 1. - smoothing
@@ -245,7 +247,8 @@ def mm_train_step(cfg, setting: Setting, soft: bool = False) -> Callable[[], obj
     images, labels = uint8_batch(setting)
     samples = [DataSample().set_gt_label(int(y)) for y in labels]
     if soft:
-        for sample, score in zip(samples, soft_targets(labels, setting.num_classes)):
+        for sample, score in zip(samples, soft_targets(labels, setting.num_classes,
+                                                       smoothing=0.)):
             sample.set_gt_score(score)
     data = dict(inputs=images, data_samples=samples)
     model.train()
