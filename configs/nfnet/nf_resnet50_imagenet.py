@@ -4,7 +4,9 @@
 # EMA 0.99999, label smoothing 0.1, half MixUp / half CutMix, AMP.
 # Sizes are not NFNet-table numbers: train / test 224 px (256 x 256 resize + crop) with
 # RandAugment magnitude 10 (what the recipe uses at 224 px, cf. F1), dropout 0.25 and
-# drop path 0.1 (NFResNet's default).
+# drop path 0.1 (NFResNet's default). The data protocol is the NFNet one (DeepMind's NFNet
+# experiment); DeepMind's NF-ResNet experiment (nfnets/experiment.py) instead trains without
+# RandAugment / MixUp / CutMix and evaluates with a centre crop resized to the test size.
 #
 #   bash tools/dist_train.sh configs/nfnet/nf_resnet50_imagenet.py 8    # 8 x 512 = 4096
 _base_ = ['./f0_imagenet.py']
