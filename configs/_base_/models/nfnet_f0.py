@@ -1,5 +1,7 @@
 # NFNet-F0 image classifier, as trained in the NFNet paper (Brock et al. 2021, Sec. 5-6.1).
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
+_base_ = []  # before the import: MMEngine then reads a plain config, not a lazy-import one
+from nfnets_mm.variants import get_variant  # noqa: E402
 
 model = dict(
     type='ImageClassifier',
@@ -7,13 +9,13 @@ model = dict(
         type='NFNet',
         arch='F0',
         # Released ImageNet recipe: stochastic depth 0.25 * i / N on block i of N.
-        drop_path_rate=0.25),
+        drop_path_rate=get_variant('F0').drop_path_rate),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
         type='NFNetClsHead',
         num_classes=1000,
         in_channels=3072,  # final 1x1 conv: 2 x 1536
-        dropout_rate=0.2,
+        dropout_rate=get_variant('F0').dropout,
         # mode='original' is standard label smoothing, (1 - 0.1) * onehot + 0.1 / K,
         # as in DeepMind's recipe; 'classy_vision' would use 0.1 / 1.1 instead.
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
