@@ -236,3 +236,19 @@ def test_function_output_is_a_fresh_tensor():
     w = torch.randn(4, 5)
     out = ScaledWSFunction.apply(w, torch.ones(4), 1e-4, 'max')
     assert out.data_ptr() != w.data_ptr()
+
+
+def test_graph_capture_records_the_plain_formula():
+    """TorchScript tracing (ONNX's fallback exporter) and ``torch.export`` cannot translate
+    a Python ``autograd.Function``; they must see the plain ops, with the same result."""
+    torch.manual_seed(0)
+    conv = ScaledStdConv2d(3, 4, 3)
+    x = torch.randn(1, 3, 6, 6)
+    expected = conv(x).detach()
+    traced = torch.jit.trace(conv, x, check_trace=False)  # with grad: a Function would
+    assert 'ScaledWSFunction' not in str(traced.graph)  # be one opaque Python op
+    torch.testing.assert_close(traced(x), expected, rtol=1e-5, atol=1e-6)
+    exported = torch.export.export(conv, (x, ))
+    graph = str(exported.graph)  # the plain formula's ops, not the fused op's kernels
+    assert 'var_mean' in graph and 'batch_norm' not in graph
+    torch.testing.assert_close(exported.module()(x), expected, rtol=1e-5, atol=1e-6)

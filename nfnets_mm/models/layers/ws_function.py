@@ -178,6 +178,15 @@ def scaled_ws_autograd(weight: torch.Tensor, gain: torch.Tensor, eps: float,
     return restore(flat * scale[:, None] - (mean * scale)[:, None])
 
 
+def _tracing() -> bool:
+    """Whether a graph is being captured (``torch.compile`` / ``torch.export`` /
+    TorchScript tracing): those record the plain formula, which compilers fuse themselves
+    and exporters (ONNX) can translate, unlike a Python ``autograd.Function``."""
+    is_exporting = getattr(torch.compiler, 'is_exporting', None)
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or (is_exporting is not None and is_exporting()))
+
+
 def scaled_weight_standardization(weight: torch.Tensor, gain: torch.Tensor, eps: float,
                                   eps_mode: str = 'max', fused: bool = True) -> torch.Tensor:
     r"""Return :math:`\hat W = g (W - \mu) s` of Eq. (1).
@@ -190,13 +199,14 @@ def scaled_weight_standardization(weight: torch.Tensor, gain: torch.Tensor, eps:
         eps_mode (str): ``'max'`` (DeepMind) or ``'add'`` (timm), see the module
             docstring.
         fused (bool): Use :class:`ScaledWSFunction` (default).  ``False``, and any call
-            while ``torch.compile`` traces, runs :func:`scaled_ws_autograd`.
+            while ``torch.compile`` / ``torch.export`` / ``torch.jit.trace`` captures a
+            graph, runs :func:`scaled_ws_autograd`.
 
     Returns:
         Tensor: :math:`\hat W`, shape and dtype of ``weight``.
     """
     check_eps_mode(eps_mode)
-    if not fused or torch.compiler.is_compiling():
+    if not fused or _tracing():
         return scaled_ws_autograd(weight, gain, eps, eps_mode)
     flat, restore = row_major_view(weight)
     return restore(ScaledWSFunction.apply(flat, gain, eps, eps_mode))
