@@ -228,7 +228,7 @@ def test_detection_demo_trains_through_the_mmdet_scope(demo_run, tmp_path):
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
     # every backbone weight came from the classifier; only its final conv was left out
     report = proc.stdout + proc.stderr + text
-    assert f'load model from: {classifier}' in report
+    assert f'load backbone. in model from: {classifier}' in report
     assert 'missing keys in source state_dict' not in report
     assert re.search(r'unexpected key in source state_dict: final\.conv\.weight, '
                      r'final\.conv\.bias, final\.conv\.gain\s', report)
