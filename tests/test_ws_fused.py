@@ -252,3 +252,9 @@ def test_graph_capture_records_the_plain_formula():
     graph = str(exported.graph)  # the plain formula's ops, not the fused op's kernels
     assert 'var_mean' in graph and 'batch_norm' not in graph
     torch.testing.assert_close(exported.module()(x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('eps', [0, -1e-4, float('nan'), '1e-4'])
+def test_bad_eps_is_refused(eps):
+    with pytest.raises(ValueError, match='positive finite'):
+        ScaledStdConv2d(3, 4, 3, eps=eps)

@@ -84,6 +84,9 @@ class ScaledStdConv2d(nn.Conv2d):
                  eps_mode: str = 'max') -> None:
         self.padding_mode_name = check_padding_mode(padding)
         check_eps_mode(eps_mode)
+        if not (isinstance(eps, (int, float)) and 0 < eps < float('inf')):
+            raise ValueError(f'eps must be a positive finite number (the Eq. 1 stabiliser), '
+                             f'got {eps!r}.')
         self.dynamic_same = (padding == 'same'
                              and needs_dynamic_same_padding(kernel_size, stride, dilation))
         static_pad = 0 if self.dynamic_same else symmetric_padding(kernel_size, dilation)
