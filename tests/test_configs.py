@@ -300,7 +300,7 @@ def test_detection_config_wiring(path):
 def test_demo_config_is_cpu_friendly():
     cfg = load('configs/nfnet/nfnet_demo.py')
     assert cfg.optim_wrapper.type == 'AGCOptimWrapper'  # no AMP on CPU
-    assert cfg.optim_wrapper.clip_grad.exclude == ['head.fc.weight']
+    assert cfg.optim_wrapper.clip_grad.exclude == ['head.fc.weight', '*.bias']
     assert cfg.default_hooks.logger.interval <= 10
     assert {h.type for h in cfg.custom_hooks} >= {'NFPlotCurveHook'}
     assert cfg.train_dataloader.dataset.data_root == 'data/demo/cls'
