@@ -242,8 +242,19 @@ def test_amp_flag_keeps_agc(before, after):
     cfg.optim_wrapper.type = before
     args = train_tool.parse_args([DEMO, '--amp', '--work-dir', '/nonexistent/x'])
     cfg = train_tool.merge_args(cfg, args)
-    assert cfg.optim_wrapper.type == after and cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert cfg.optim_wrapper.type == after
+    if after == 'AmpAGCOptimWrapper':  # bf16 where native, else fp16 with a dynamic scale
+        assert (cfg.optim_wrapper.dtype, cfg.optim_wrapper.loss_scale) == ('auto', 'auto')
+    else:
+        assert cfg.optim_wrapper.loss_scale == 'dynamic'
     assert cfg.optim_wrapper.clip_grad.type == 'agc'
+
+
+def test_amp_flag_on_a_detector_autocasts_fp16():
+    """mmcv's RoIAlign has no bf16 kernel: --amp on an MMDetection config stays fp16."""
+    cfg = Config(dict(default_scope='mmdet', optim_wrapper=dict(type='AGCOptimWrapper')))
+    runner_utils.apply_amp(cfg)
+    assert (cfg.optim_wrapper.type, cfg.optim_wrapper.dtype) == ('AmpAGCOptimWrapper', 'float16')
 
 
 def test_amp_flag_rejects_unknown_wrappers():
@@ -338,3 +349,37 @@ def test_show_dir_is_relative_to_the_current_directory(demo_run, tmp_path):
     with pytest.raises(FileExistsError, match='--force'):
         test_tool.main([DEMO, osp.join(demo_run, 'epoch_1.pth'), '--show-dir', str(full)])
     assert (full / 'mine.png').read_bytes() == b'x'
+
+
+@pytest.mark.parametrize('config,option,length', [
+    ('configs/nfnet/f0_imagenet.py', 'train_cfg.max_epochs=40', 40),
+    ('configs/nfnet/f0_finetune_imagenet.py', 'train_cfg.max_iters=1000', 1000),
+])
+def test_recipe_schedule_follows_a_shorter_run(config, option, length):
+    """--cfg-options max_epochs / max_iters on the recipes: the cosine ends at the new
+    length and decays to 0 there (its period follows), instead of stopping near its peak."""
+    from mmengine.registry import PARAM_SCHEDULERS
+    cfg = Config.fromfile(osp.join(REPO, config))
+    args = train_tool.parse_args([config, '--work-dir', '/nonexistent/x',
+                                  '--cfg-options', option])
+    cfg = train_tool.merge_args(cfg, args)
+    cosine = cfg.param_scheduler[-1]
+    assert cosine.type == 'CosineAnnealingLR' and cosine.end == length
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.)
+    kwargs = {k: v for k, v in cosine.items()
+              if k not in ('type', 'by_epoch', 'convert_to_iter_based', 'begin', 'end')}
+    steps = cosine.end - cosine.get('begin', 0)  # the scheduler's own steps, from 0
+    scheduler = PARAM_SCHEDULERS.get('CosineAnnealingLR')(optimizer, begin=0, end=steps,
+                                                          **kwargs)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]['lr'])
+        scheduler.step()
+    assert lrs[0] == 1. and lrs[-1] < 0.01  # (a period left at the old length: ~0.98)
+    # a config that spells the period out moves with it too
+    spelled = Config.fromfile(osp.join(REPO, config))
+    spelled.param_scheduler[-1].T_max = spelled.param_scheduler[-1].end - \
+        spelled.param_scheduler[-1].get('begin', 0)
+    spelled = train_tool.merge_args(spelled, args)
+    assert spelled.param_scheduler[-1].T_max == length - spelled.param_scheduler[-1].get('begin', 0)

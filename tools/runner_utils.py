@@ -46,7 +46,15 @@ def apply_amp(cfg: Config) -> None:
     if AMP_WRAPPERS[current] == current:
         warnings.warn(f'--amp: optim_wrapper is already {current}.')
     optim_wrapper.type = AMP_WRAPPERS[current]
-    optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if optim_wrapper.type == 'AmpAGCOptimWrapper':
+        if cfg.get('default_scope') == 'mmdet':
+            # mmcv's RoIAlign has no bf16 kernel: detectors autocast to fp16
+            optim_wrapper.setdefault('dtype', 'float16')
+        # bf16 where the GPU has it natively (no loss scaling), else fp16 + dynamic scale
+        optim_wrapper.setdefault('dtype', 'auto')
+        optim_wrapper.setdefault('loss_scale', 'auto')
+    else:  # MMEngine's AmpOptimWrapper: its own fp16 default
+        optim_wrapper.setdefault('loss_scale', 'dynamic')
 
 
 def set_default_dataloader_cfg(cfg: Config, field: str, pin_memory: bool = True,
@@ -97,8 +105,8 @@ def follow_training_length(cfg: Config, before: Tuple[dict, object]) -> List[str
     cosine schedule ending at the old length: the learning rate never decays to its end
     value, or is held there for the extra epochs.  Every scheduler that ended exactly at
     the old length (counted in the same unit: ``by_epoch`` schedulers for ``max_epochs``,
-    iteration ones for ``max_iters``) ends at the new one; ``milestones`` are not
-    rescaled.  A schedule also given on the command line is left alone.  A scheduler that
+    iteration ones for ``max_iters``) ends at the new one, and a ``T_max`` equal to its old
+    ``end - begin`` follows; ``milestones`` are not rescaled.  A schedule also given on the command line is left alone.  A scheduler that
     would then begin at or after its end (the new length is shorter than, e.g., the
     warmup: a smoke test) cannot run; it is left out with a warning naming it.
 
@@ -130,6 +138,8 @@ def follow_training_length(cfg: Config, before: Tuple[dict, object]) -> List[str
                               'schedulers before it leave it.')
                 continue
             sched['end'] = new
+            if sched.get('T_max') == old - begin:  # a period spelled out as end - begin
+                sched['T_max'] = new - begin
             notes.append(f'{name}: end {old} -> {new}, following train_cfg.{key}')
     return notes
 
