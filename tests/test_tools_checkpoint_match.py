@@ -1,6 +1,8 @@
 """tools/test.py refuses a checkpoint that does not fit the model (issue 9.8), checking
 the checkpoint the runner loads (read once) in an ``after_load_checkpoint`` hook."""
 import collections
+import subprocess
+import sys
 import os.path as osp
 from collections import OrderedDict
 
@@ -140,3 +142,39 @@ def test_test_tool_reads_the_checkpoint_once(demo_data, tmp_path, checkpoint_rea
     with pytest.raises(checkpoint_match.CheckpointMismatchError, match='other.pth'):
         test_tool.main([str(config), other, *argv])
     assert checkpoint_reads[other] == 1
+
+
+@pytest.mark.parametrize('checkpoint,expected', [
+    (None, 'dm-nfnets://F0'),  # the config's load_from: DeepMind's weights in one line
+    ('dm-nfnets://F0', 'dm-nfnets://F0'),
+    ('https://storage.googleapis.com/dm-nfnets/F0_haiku.npz',
+     'https://storage.googleapis.com/dm-nfnets/F0_haiku.npz'),
+])
+def test_test_tool_evaluates_uris_and_the_configs_load_from(checkpoint, expected, monkeypatch,
+                                                            tmp_path):
+    """tools/test.py takes a URI (no local-file check) or, without a checkpoint, the
+    config's load_from; the runner is stubbed (no download here)."""
+    seen = {}
+
+    def stop(cfg, args, scope):
+        seen['load_from'] = cfg.load_from
+        return {}
+
+    monkeypatch.setattr(test_tool, 'evaluate', stop)
+    monkeypatch.setattr(test_tool, 'check_annotation_files', lambda *a, **k: None)
+    argv = [osp.join(REPO_ROOT, 'configs/nfnet/dm_weights/f0_imagenet.py')]
+    argv += [checkpoint] if checkpoint else []
+    test_tool.main(argv + ['--work-dir', str(tmp_path / 'w')])
+    assert seen['load_from'] == expected
+
+
+def test_test_tool_missing_local_checkpoint_says_how_to_get_it(tmp_path):
+    """A missing local file: one `error:` line with the how-to, exit status 2."""
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO_ROOT, 'tools', 'test.py'),
+         osp.join(REPO_ROOT, 'configs/nfnet/dm_weights/f0_imagenet.py'),
+         str(tmp_path / 'f0_converted.pth')],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith('error: Checkpoint') and 'dm-nfnets://F0' in proc.stderr
+    assert 'Traceback' not in proc.stderr

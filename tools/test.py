@@ -25,6 +25,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 
 # tools/ is sys.path[0] when this file runs as a script (also under torchrun).
 from checkpoint_match import CheckpointMatchHook  # noqa: E402
+from resume_utils import is_uri  # noqa: E402
 from runner_utils import (build_runner, check_annotation_files, check_scope,  # noqa: E402
                           distributed_session, set_default_dataloader_cfg,
                           unpin_without_cuda)
@@ -35,7 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config', help='test config file path')
     parser.add_argument(
         'checkpoint', nargs='?', default=None,
-        help='checkpoint file; it must hold every weight of the model in the '
+        help='checkpoint file or URI (e.g. dm-nfnets://F0, an https:// URL, s3://...); '
+        'it must hold every weight of the model in the '
         "model's shapes (a 'module.' prefix and EMA checkpoints are fine) unless "
         "--allow-mismatch is given. Optional when the config sets load_from (e.g. "
         "load_from='dm-nfnets://F0'), which is then evaluated")
@@ -119,8 +121,11 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'Config file {args.config} does not exist.')
-    if args.checkpoint is not None and not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'Checkpoint {args.checkpoint} does not exist.')
+    if args.checkpoint is not None and not is_uri(args.checkpoint) \
+            and not osp.isfile(args.checkpoint):
+        from nfnets_mm.converters.pretrained import CheckpointNotFoundError, how_to_get
+        raise CheckpointNotFoundError(f'Checkpoint {args.checkpoint} does not exist. '
+                                      + how_to_get(args.checkpoint))
     if args.show_dir is not None and not args.force and osp.isdir(args.show_dir) and \
             os.listdir(args.show_dir):
         raise FileExistsError(f'--show-dir {args.show_dir} exists and is not empty; images '
@@ -168,4 +173,9 @@ def add_dump_metric(runner, scope: str, out: str) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    from nfnets_mm.converters import PRETRAINED_LOAD_ERRORS
+    try:
+        main()
+    except PRETRAINED_LOAD_ERRORS as error:  # missing / undownloadable weights: the how-to
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)

@@ -167,4 +167,9 @@ def train(cfg: Config, resume_note: Optional[str] = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    from nfnets_mm.converters import PRETRAINED_LOAD_ERRORS
+    try:
+        main()
+    except PRETRAINED_LOAD_ERRORS as error:  # missing / undownloadable weights: the how-to
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)
