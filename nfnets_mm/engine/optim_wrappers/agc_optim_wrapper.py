@@ -136,6 +136,10 @@ class AGCMixin:
         """
         self._agc_update()
 
+    # Runs eagerly under torch.compile (MMEngine's ``compile=`` compiles ``train_step``):
+    # traced, its guards hold the ``.grad`` tensors that ``zero_grad(set_to_none=True)``
+    # frees, so every step would recompile until Dynamo's limit.
+    @torch.compiler.disable
     def _agc_update(self) -> bool:
         """Clip with AGC, log, count a non-finite update; return whether it may step.
 
