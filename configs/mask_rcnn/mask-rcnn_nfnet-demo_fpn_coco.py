@@ -26,6 +26,7 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['nfnets_mm'], allow_failed_imports=False)
+from nfnets_mm.engine.optim_wrappers import detector_output_layers  # noqa: E402
 
 classes = ('circle', 'square', 'triangle')
 # The classification demo's backbone (configs/nfnet/nfnet_demo.py); the classifier's
@@ -102,8 +103,7 @@ optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=1e-4),
     clip_grad=dict(
         type='agc', clipping=0.04, eps=1e-3,
-        exclude=['*rpn_cls.weight', '*rpn_reg.weight', '*fc_cls.weight', '*fc_reg.weight',
-                 '*conv_logits.weight']),
+        exclude=detector_output_layers('MaskRCNN')),  # RPN / R-CNN / mask output layers
 )
 max_epochs = 4  # 384 steps of batch 2
 train_cfg = dict(max_epochs=max_epochs, val_interval=2)
@@ -116,7 +116,9 @@ auto_scale_lr = dict(enable=False, base_batch_size=2)
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', interval=2, max_keep_ckpts=1))
+    checkpoint=dict(type='CheckpointHook', interval=2, max_keep_ckpts=1),
+    # backbone.out_channels vs neck.in_channels, checked when the runner starts
+    neck_wiring=dict(type='NFNeckWiringCheckHook'))
 # RNGStateHook: RNG states in every checkpoint, restored on resume (docs/training.md).
 custom_hooks = [dict(type='NFPlotCurveHook'), dict(type='NFRNGStateHook')]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
