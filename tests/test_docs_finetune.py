@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from mmengine.config import Config, DictAction
+from mmengine.registry import DefaultScope
 
 from demo_data import ensure_demo_data  # tools/data/demo_data.py (conftest puts it on sys.path)
 
@@ -69,7 +70,8 @@ def test_documented_command_validates_on_the_subset(subset_dir, monkeypatch):
                                 ('val_dataloader', 'val', 60)):
         ds_cfg = cfg[loader].dataset
         assert ds_cfg.ann_file == str(subset_dir / 'data' / 'demo_3cls' / f'{split}.txt')
-        dataset = DATASETS.build(ds_cfg)
+        with DefaultScope.overwrite_default_scope('mmpretrain'):  # as tools/train.py sets it
+            dataset = DATASETS.build(ds_cfg)
         assert list(dataset.metainfo['classes']) == KEEP and len(dataset) == size
         labels = {int(dataset.get_data_info(i)['gt_label']) for i in range(len(dataset))}
         assert labels == {0, 1, 2}
