@@ -1,4 +1,5 @@
 """Scaled Weight Standardized convolution (paper Eq. 1)."""
+import numbers
 from typing import Optional, Tuple
 
 import torch
@@ -39,8 +40,9 @@ class ScaledStdConv2d(nn.Conv2d):
 
     The standardized weight is computed once per forward by one fused op
     (:class:`~nfnets_mm.models.layers.ws_function.ScaledWSFunction`: one statistics pass
-    and one output pass forward, a closed-form backward; under ``torch.compile`` the plain
-    formula is traced instead, for the compiler to fuse).  Setting the class attribute
+    and one output pass forward, a closed-form backward; while ``torch.compile``,
+    ``torch.export`` or ``torch.jit.trace`` capture a graph the plain formula is recorded
+    instead, for compilers to fuse and exporters to translate).  Setting the class attribute
     ``ScaledStdConv2d.fused_ws = False`` (or the instance attribute) selects the plain
     autograd formula everywhere; both give the same result within rounding.  In eval mode with no
     gradient required it is cached and reused until the raw weight or gain changes
@@ -84,7 +86,8 @@ class ScaledStdConv2d(nn.Conv2d):
                  eps_mode: str = 'max') -> None:
         self.padding_mode_name = check_padding_mode(padding)
         check_eps_mode(eps_mode)
-        if not (isinstance(eps, (int, float)) and 0 < eps < float('inf')):
+        if isinstance(eps, bool) or not (isinstance(eps, numbers.Real)
+                                         and 0 < eps < float('inf')):
             raise ValueError(f'eps must be a positive finite number (the Eq. 1 stabiliser), '
                              f'got {eps!r}.')
         self.dynamic_same = (padding == 'same'

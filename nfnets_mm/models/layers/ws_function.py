@@ -101,8 +101,9 @@ class ScaledWSFunction(torch.autograd.Function):
     clamped ``'max'`` rows it is given ``r = 1e-8`` and ``w_bn = a / r``: the variance
     term is then scaled by ``r**2``: with :math:`|W_j - \\mu| < \\sqrt\\epsilon` and
     :math:`|k| < \\sqrt{N \\epsilon} \\max|G|` it is below ``|a| * 1e-16 * eps * max|G|``,
-    under fp64 rounding, while ``r * w_bn = a`` keeps :math:`a (G - \\bar G)` (no host sync, no extra
-    pass).  Its ``grad_weight = r * k`` gives :math:`\\partial L / \\partial g = s k`.
+    under fp64 rounding, while ``r * w_bn = a`` keeps :math:`a (G - \\bar G)` (no host
+    sync, no extra pass).  Its ``grad_weight = r * k`` gives
+    :math:`\\partial L / \\partial g = s k`.
     """
 
     #: ``r`` used on clamped rows (see the class docstring).
