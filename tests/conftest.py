@@ -61,6 +61,20 @@ def _seed():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _restore_default_scope():
+    """MMEngine's current default scope is the latest ``DefaultScope`` created, process-wide:
+    a test that runs a Runner under ``default_scope='mmdet'`` would otherwise leave later
+    tests building MMPretrain types in MMDetection's registries.  Scopes a test creates are
+    dropped after it."""
+    from mmengine.registry import DefaultScope
+    before = list(DefaultScope._instance_dict)
+    yield
+    for name in list(DefaultScope._instance_dict):
+        if name not in before:
+            del DefaultScope._instance_dict[name]
+
+
 def record_calls(monkeypatch, owner, name):
     """Patch ``owner.name`` to record the first argument of each call (then call the
     original); returns the list the calls are recorded in."""
