@@ -588,3 +588,14 @@ def test_haiku_frozendict_tree_loads_as_plain_dicts(tmp_path):
     src.write_bytes(_as_haiku_pickle(FlatMapping({'NFNet/~/stem_conv0': {'w': weight}})))
     with pytest.raises(UnsafePickleError, match='FlatMapping'):
         dm_conv.load_haiku_params(str(src))
+
+    class Malformed(frozendict):
+        def __reduce__(self):
+            return frozendict, ([1, 2], )  # not (key, value) pairs
+
+    data = pickle.dumps(Malformed({'a': 1}), protocol=2).replace(
+        f'c{__name__}\nfrozendict\n'.encode(), b'chaiku._src.data_structures\nfrozendict\n')
+    assert b'haiku._src.data_structures' in data
+    src.write_bytes(data)
+    with pytest.raises(UnsafePickleError, match='malformed Haiku frozendict'):
+        dm_conv.load_haiku_params(str(src))

@@ -258,3 +258,15 @@ def test_graph_capture_records_the_plain_formula():
 def test_bad_eps_is_refused(eps):
     with pytest.raises(ValueError, match='positive finite'):
         ScaledStdConv2d(3, 4, 3, eps=eps)
+
+
+def test_compiling_check_falls_back_before_torch_2_3(monkeypatch):
+    """setup.py allows torch >= 2.1: without torch.compiler.is_compiling (added in 2.3)
+    the check falls back to Dynamo's (the layers call only this helper)."""
+    from torch import _dynamo
+
+    from nfnets_mm.models.layers import ws_function
+    calls = []
+    monkeypatch.delattr(torch.compiler, 'is_compiling')
+    monkeypatch.setattr(_dynamo, 'is_compiling', lambda: calls.append(1) or False)
+    assert ws_function.is_compiling() is False and calls == [1]

@@ -106,9 +106,10 @@ def follow_training_length(cfg: Config, before: Tuple[dict, object]) -> List[str
     value, or is held there for the extra epochs.  Every scheduler that ended exactly at
     the old length (counted in the same unit: ``by_epoch`` schedulers for ``max_epochs``,
     iteration ones for ``max_iters``) ends at the new one, and a ``T_max`` equal to its old
-    ``end - begin`` follows; ``milestones`` are not rescaled.  A schedule also given on the command line is left alone.  A scheduler that
-    would then begin at or after its end (the new length is shorter than, e.g., the
-    warmup: a smoke test) cannot run; it is left out with a warning naming it.
+    ``end - begin`` follows; ``milestones`` are not rescaled.  A schedule also given on the
+    command line is left alone.  A scheduler that would then begin at or after its end
+    (the new length is shorter than, e.g., the warmup: a smoke test) cannot run; it is
+    left out with a warning naming it.
 
     Returns:
         list[str]: One line per scheduler changed (for the log).

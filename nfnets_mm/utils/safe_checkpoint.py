@@ -214,7 +214,10 @@ def _plain_dict(mapping: Any = ()) -> dict:
     if not isinstance(mapping, (dict, list, tuple)):
         raise UnsafePickleError('refusing a Haiku frozendict built from '
                                 f'{type(mapping).__name__}, not a dict.')
-    return dict(mapping)
+    try:
+        return dict(mapping)
+    except (TypeError, ValueError) as error:
+        raise UnsafePickleError(f'refusing a malformed Haiku frozendict: {error}') from None
 
 
 class RestrictedUnpickler(pickle.Unpickler):

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from nfnets_mm.registry import MODELS
 from .padding import (check_padding_mode, needs_dynamic_same_padding, pad_same,
                       symmetric_padding)
-from .ws_function import WS_EPS_MODES, check_eps_mode, scaled_weight_standardization
+from .ws_function import (WS_EPS_MODES, check_eps_mode, is_compiling,
+                          scaled_weight_standardization)
 
 __all__ = ['ScaledStdConv2d', 'WS_EPS_MODES']
 
@@ -142,7 +143,7 @@ class ScaledStdConv2d(nn.Conv2d):
         # Under torch.compile the standardization is traced into the graph (the compiler
         # hoists it); the eager cache below keys on data_ptr() / inference mode, which
         # Dynamo cannot trace (one graph break per conv).
-        if self.training or needs_grad or torch.compiler.is_compiling():
+        if self.training or needs_grad or is_compiling():
             self._cache_key = self._cached_weight = None
             return self.standardized_weight()
         # An inference-mode tensor cannot be reused outside inference mode (autograd

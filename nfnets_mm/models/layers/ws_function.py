@@ -180,12 +180,21 @@ def scaled_ws_autograd(weight: torch.Tensor, gain: torch.Tensor, eps: float,
     return restore(flat * scale[:, None] - (mean * scale)[:, None])
 
 
+def is_compiling() -> bool:
+    """``torch.compiler.is_compiling()`` (torch >= 2.3), Dynamo's own check before."""
+    check = getattr(torch.compiler, 'is_compiling', None)
+    if check is None:  # torch < 2.3
+        from torch import _dynamo
+        check = _dynamo.is_compiling
+    return bool(check())
+
+
 def _tracing() -> bool:
     """Whether a graph is being captured (``torch.compile`` / ``torch.export`` /
     TorchScript tracing): those record the plain formula, which compilers fuse themselves
     and exporters (ONNX) can translate, unlike a Python ``autograd.Function``."""
     is_exporting = getattr(torch.compiler, 'is_exporting', None)
-    return (torch.compiler.is_compiling() or torch.jit.is_tracing()
+    return (is_compiling() or torch.jit.is_tracing()
             or (is_exporting is not None and is_exporting()))
 
 
