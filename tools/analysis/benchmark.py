@@ -34,6 +34,7 @@ is kept unless ``--force``).
 """
 import argparse
 import gc
+import itertools
 import math
 import os.path as osp
 import shlex
@@ -129,6 +130,16 @@ class Bench:
                        memory_format=memory_format, mode=mode, device=self.device,
                        tiny=a.tiny, compile_kwargs=kwargs)
 
+    def settings(self, which: str):
+        """Every point of the grid ``--archs`` x ``--batch-sizes`` x ``--precisions`` x
+        ``--formats`` x ``--modes``, at each arch's ``which`` ('train' / 'test') size."""
+        a = self.args
+        for arch in a.archs:
+            size = self.size_of(arch, which)
+            for batch, precision, memory_format, mode in itertools.product(
+                    a.batch_sizes, a.precisions, a.formats, a.modes):
+                yield self.setting(arch, batch, size, precision, memory_format, mode)
+
     def size_of(self, arch: str, which: str) -> int:
         """Train / test size of ``arch`` from the variant table (``--size`` overrides)."""
         if self.args.size:
@@ -191,15 +202,8 @@ class Bench:
                     'it was built (CUDA only).')
         results: Dict[tuple, dict] = {}
         rows = []
-        for arch in a.archs:
-            size = self.size_of(arch, 'train')
-            for batch in a.batch_sizes:
-                for precision in a.precisions:
-                    for memory_format in a.formats:
-                        for mode in a.modes:
-                            s = self.setting(arch, batch, size, precision, memory_format,
-                                             mode)
-                            rows += self._train_point(s, results)
+        for s in self.settings('train'):
+            rows += self._train_point(s, results)
         self.out(f'### Train step, {"tiny NFNet " + str(TINY_NFNET) if a.tiny else ""}')
         self.out()
         for line in md_table(
@@ -506,15 +510,8 @@ class Bench:
                     '(`backbone.switch_to_deploy()`: plain convs, what ONNX export uses); '
                     'timm `dm_nfnet_f*` and MMPretrain ResNet-50 under `no_grad`.')
         rows, notes = [], []
-        for arch in a.archs:
-            size = self.size_of(arch, 'test')
-            for batch in a.batch_sizes:
-                for precision in a.precisions:
-                    for memory_format in a.formats:
-                        for mode in a.modes:
-                            s = self.setting(arch, batch, size, precision, memory_format,
-                                             mode)
-                            rows += self._infer_point(s, notes)
+        for s in self.settings('test'):
+            rows += self._infer_point(s, notes)
         for line in md_table(['arch', 'px', 'batch', 'precision', 'format', 'mode', 'model',
                               'ms', 'img/s', 'time / timm', 'rounds ms'], rows,
                              [False, True, True, False, False, False, False, True, True, True,
