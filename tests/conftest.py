@@ -87,3 +87,25 @@ def record_calls(monkeypatch, owner, name):
 
     monkeypatch.setattr(owner, name, recording)
     return calls
+
+
+def detector_step(model, size: int):
+    """Losses of an MMDetection detector on a 2-image batch with one box and mask each
+    (labels 0 and 1)."""
+    import numpy as np
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    samples = []
+    for i in range(2):
+        sample = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
+                                             pad_shape=(size, size), scale_factor=(1., 1.),
+                                             batch_input_shape=(size, size)))
+        masks = np.zeros((1, size, size), dtype=np.uint8)
+        masks[0, 8:40, 10:44] = 1
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor([[10., 8., 44., 40.]]), labels=torch.tensor([i % 2]),
+            masks=BitmapMasks(masks, size, size))
+        samples.append(sample)
+    inputs = torch.randn(2, 3, size, size)
+    return model.loss(inputs, samples)

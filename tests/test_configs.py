@@ -15,6 +15,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import detector_step
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmengine.optim import build_optim_wrapper
@@ -73,25 +74,6 @@ def classifier_step(model, size: int):
                 data_samples=[DataSample().set_gt_label(i % num_classes) for i in range(2)])
     data = model.data_preprocessor(data, training=True)
     return model(**data, mode='loss')
-
-
-def detector_step(model, size: int):
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
-    from mmengine.structures import InstanceData
-    samples = []
-    for i in range(2):
-        sample = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
-                                             pad_shape=(size, size), scale_factor=(1., 1.),
-                                             batch_input_shape=(size, size)))
-        masks = np.zeros((1, size, size), dtype=np.uint8)
-        masks[0, 8:40, 10:44] = 1
-        sample.gt_instances = InstanceData(
-            bboxes=torch.tensor([[10., 8., 44., 40.]]), labels=torch.tensor([i % 2]),
-            masks=BitmapMasks(masks, size, size))
-        samples.append(sample)
-    inputs = torch.randn(2, 3, size, size)
-    return model.loss(inputs, samples)
 
 
 @pytest.mark.parametrize('path', CONFIGS)

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY_NFNET_ARCH
+from conftest import REPO_ROOT, TINY_NFNET_ARCH, detector_step
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
@@ -203,22 +203,7 @@ def tiny_mask_rcnn(**backbone):
 
 
 def detector_losses(model, size=64):
-    import numpy as np
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
-    from mmengine.structures import InstanceData
-    samples = []
-    for i in range(2):
-        sample = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
-                                             pad_shape=(size, size), scale_factor=(1., 1.),
-                                             batch_input_shape=(size, size)))
-        masks = np.zeros((1, size, size), dtype=np.uint8)
-        masks[0, 8:40, 10:44] = 1
-        sample.gt_instances = InstanceData(
-            bboxes=torch.tensor([[10., 8., 44., 40.]]), labels=torch.tensor([i % 2]),
-            masks=BitmapMasks(masks, size, size))
-        samples.append(sample)
-    losses = model.loss(torch.randn(2, 3, size, size), samples)
+    losses = detector_step(model, size)
     return sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
                for k, v in losses.items() if 'loss' in k)
 
