@@ -48,6 +48,22 @@ def _mismatch_message(backbone: nn.Module, neck: nn.Module, got: Sequence[int],
             f'{fix}, or change the backbone\'s out_indices to return {maps}.')
 
 
+def _wiring(model: nn.Module):
+    """``(backbone, first neck, its in_channels)`` of a (wrapped) detector, or None when
+    it has no backbone / neck or the neck's ``in_channels`` is unknown."""
+    if is_model_wrapper(model):
+        model = model.module
+    backbone = getattr(model, 'backbone', None)
+    neck = getattr(model, 'neck', None)
+    if backbone is None or neck is None:
+        return None
+    neck = _first_neck(neck)
+    expected = _neck_in_channels(neck)
+    if expected is None:
+        return None
+    return backbone, neck, expected
+
+
 def check_neck_wiring(model: nn.Module) -> bool:
     """Compare ``model.backbone.out_channels`` with ``model.neck.in_channels``.
 
@@ -64,16 +80,12 @@ def check_neck_wiring(model: nn.Module) -> bool:
     Raises:
         NeckWiringError: naming both lists when they differ.
     """
-    if is_model_wrapper(model):
-        model = model.module
-    backbone = getattr(model, 'backbone', None)
-    neck = getattr(model, 'neck', None)
-    if backbone is None or neck is None:
+    wiring = _wiring(model)
+    if wiring is None:
         return False
-    neck = _first_neck(neck)
-    expected = _neck_in_channels(neck)
+    backbone, neck, expected = wiring
     got = getattr(backbone, 'out_channels', None)
-    if expected is None or not isinstance(got, (list, tuple)):
+    if not isinstance(got, (list, tuple)):
         return False
     if not _matches(list(got), expected):
         raise NeckWiringError(
@@ -93,16 +105,10 @@ def install_neck_input_check(model: nn.Module) -> Optional[object]:
     Returns:
         The hook handle, or None if the model has no neck with a known ``in_channels``.
     """
-    if is_model_wrapper(model):
-        model = model.module
-    backbone = getattr(model, 'backbone', None)
-    neck = getattr(model, 'neck', None)
-    if backbone is None or neck is None:
+    wiring = _wiring(model)
+    if wiring is None:
         return None
-    neck = _first_neck(neck)
-    expected = _neck_in_channels(neck)
-    if expected is None:
-        return None
+    backbone, neck, expected = wiring
     handle = None
 
     def check_inputs(module, args):
