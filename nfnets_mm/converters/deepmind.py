@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from nfnets_mm.utils.checkpoint_io import save_checkpoint_atomic
+from nfnets_mm.utils.checkpoint_io import refuse_existing, save_checkpoint_atomic
 from nfnets_mm.utils.safe_checkpoint import UnsafePickleError, restricted_load
 from nfnets_mm.variants import NFNET_VARIANTS
 from ._common import (ConversionError, check_placement, classifier_config,
@@ -461,8 +461,7 @@ def convert(src: str, dst: str, variant: Optional[str] = None, force: bool = Fal
     """Convert the DeepMind file ``src`` into the MMPretrain checkpoint ``dst``
     (``{'state_dict', 'meta'}``, written atomically; an existing ``dst`` is refused
     unless ``force``).  Returns the meta."""
-    if osp.exists(dst) and not force:
-        raise FileExistsError(f'{dst!r} already exists; pass --force to overwrite it.')
+    refuse_existing(dst, force)  # before the conversion, not only at the write
     state_dict, meta = convert_file(src, variant)
     save_checkpoint_atomic(state_dict, meta, dst, force)
     return meta

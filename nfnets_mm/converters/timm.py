@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from nfnets_mm.utils.checkpoint_io import save_checkpoint_atomic
+from nfnets_mm.utils.checkpoint_io import refuse_existing, save_checkpoint_atomic
 from nfnets_mm.utils.safe_checkpoint import safe_load
 from nfnets_mm.variants import get_variant
 from ._common import (ConversionError, check_placement, classifier_config,
@@ -433,8 +433,7 @@ def convert(src: str, dst: str, force: bool = False, act: Optional[str] = None) 
     """Convert the timm checkpoint ``src`` into the MMPretrain checkpoint ``dst``
     (``{'state_dict', 'meta'}``, written atomically; an existing ``dst`` is refused
     unless ``force``).  Returns the meta."""
-    if osp.exists(dst) and not force:
-        raise FileExistsError(f'{dst!r} already exists; pass --force to overwrite it.')
+    refuse_existing(dst, force)  # before the conversion, not only at the write
     state_dict, meta = convert_file(src, act)
     save_checkpoint_atomic(state_dict, meta, dst, force)
     return meta

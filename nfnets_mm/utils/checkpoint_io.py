@@ -23,6 +23,14 @@ def _current_umask() -> int:
     return mask
 
 
+def refuse_existing(dst: str, force: bool = False) -> None:
+    """Raise ``FileExistsError`` if ``dst`` exists and ``force`` is not set (callers check
+    before expensive work too, e.g. a conversion, then write with
+    :func:`save_checkpoint_atomic`)."""
+    if osp.exists(dst) and not force:
+        raise FileExistsError(f'{dst!r} already exists; pass --force to overwrite it.')
+
+
 def save_checkpoint_atomic(state_dict: Dict[str, torch.Tensor], meta: dict, dst: str,
                            force: bool = False) -> None:
     """Write ``{'state_dict', 'meta'}`` to ``dst`` atomically.
@@ -33,8 +41,7 @@ def save_checkpoint_atomic(state_dict: Dict[str, torch.Tensor], meta: dict, dst:
     would give a new file, ``0o666 & ~umask`` (e.g. ``0o644`` under umask ``022``), not
     the private ``0o600`` of the temporary file.
     """
-    if osp.exists(dst) and not force:
-        raise FileExistsError(f'{dst!r} already exists; pass --force to overwrite it.')
+    refuse_existing(dst, force)
     out_dir = osp.dirname(osp.abspath(dst))
     os.makedirs(out_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix='.tmp')
