@@ -27,8 +27,6 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-#: The two ways to mix a pair.
-MIX_MODES = ('mixup', 'cutmix')
 #: How :class:`PairMixer` picks the mode of each example.
 MODE_CHOICES = ('alternate', 'random')
 

@@ -81,13 +81,6 @@ class AGCStats:
         return self.clipped_units.float() / max(self.total_units, 1)
 
 
-def unit_kind(tensor: torch.Tensor) -> int:
-    """Index in :data:`UNIT_KINDS` of ``tensor``'s units (from its shape)."""
-    if tensor.numel() == 1:
-        return 2
-    return 1 if is_single_unit(tensor) else 0
-
-
 def is_single_unit(tensor: torch.Tensor) -> bool:
     """Whether AGC treats ``tensor`` as one unit (at most one dim larger than 1)."""
     return sum(1 for s in tensor.shape if s > 1) <= 1
