@@ -306,6 +306,14 @@ class ReferenceTrainer:
         self.optimizer.step()
 
 
+#: ``clip_grad.fused`` settings every wrapper-level test marked with it runs under: the
+#: eager multi-tensor AGC and the compiled pass (``aot_eager``: Dynamo + AOTAutograd with
+#: eager kernels, seconds instead of Inductor's code generation; tests/test_agc_fused.py
+#: checks Inductor's code against Eq. 3).
+FUSED = pytest.mark.parametrize('fused', [False, dict(backend='aot_eager')],
+                                ids=['eager', 'compiled'])
+
+
 def assert_same_params(model: nn.Module, ref: nn.Module) -> None:
     for (name, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
         torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-7, msg=name)
@@ -327,7 +335,8 @@ def test_wrapper_groups_weight_decay_and_exclusion_flags():
     assert seen['stem.weight'][0] == seen['block.conv.weight'][0] == 2e-5
 
 
-def test_wrapper_step_equals_reference_and_excluded_untouched():
+@FUSED
+def test_wrapper_step_equals_reference_and_excluded_untouched(fused):
     """Clip raw grads (before weight decay + Nesterov momentum); head.fc.weight unclipped.
 
     A large weight decay makes the order observable: clipping ``g + wd * w`` instead of
@@ -336,7 +345,7 @@ def test_wrapper_step_equals_reference_and_excluded_untouched():
     clipping, lr, wd = 0.02, 0.05, 0.5
     model = make_model()
     ref = ReferenceTrainer(model, clipping, lr, wd)
-    wrapper = build_optim_wrapper(model, agc_cfg(clipping, lr, wd))
+    wrapper = build_optim_wrapper(model, agc_cfg(clipping, lr, wd, fused=fused))
     fc_before = model.head.fc.weight.detach().clone()
     for step in range(3):
         batch = make_batch(step)
@@ -520,12 +529,13 @@ def test_bad_clip_grad_config():
 
 
 def build_amp_wrapper(model: nn.Module, monkeypatch, clipping: float, lr: float,
-                      wd: float) -> AmpAGCOptimWrapper:
+                      wd: float, **clip_kwargs) -> AmpAGCOptimWrapper:
     from mmengine.optim.optimizer import amp_optimizer_wrapper
     monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available', lambda: True)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # torch.cuda.amp.GradScaler without CUDA
-        wrapper = build_optim_wrapper(model, agc_cfg(clipping, lr, wd, 'AmpAGCOptimWrapper'))
+        wrapper = build_optim_wrapper(model, agc_cfg(clipping, lr, wd, 'AmpAGCOptimWrapper',
+                                                     **clip_kwargs))
     assert isinstance(wrapper, AmpAGCOptimWrapper)
     wrapper.loss_scaler = torch.amp.GradScaler('cpu', init_scale=2.**16)
     return wrapper
@@ -547,9 +557,10 @@ def test_amp_clips_unscaled_grads_like_fp32(monkeypatch):
     assert amp.loss_scaler.get_scale() == 2.**16  # no overflow, nothing skipped
 
 
-def test_amp_inf_grad_step_is_skipped(monkeypatch):
+@FUSED
+def test_amp_inf_grad_step_is_skipped(monkeypatch, fused):
     model = make_model()
-    wrapper = build_amp_wrapper(model, monkeypatch, 0.01, 0.1, 2e-5)
+    wrapper = build_amp_wrapper(model, monkeypatch, 0.01, 0.1, 2e-5, fused=fused)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     wrapper.backward(loss_fn(model, make_batch(0)))
     with torch.no_grad():
@@ -759,12 +770,13 @@ def _scalar(wrapper, key):
 @pytest.mark.parametrize('where, value', [('stem.weight', float('nan')),
                                           ('block.skip_gain', float('inf')),
                                           ('head.fc.weight', float('nan'))])
-def test_fp32_nonfinite_update_is_skipped_and_never_looks_healthy(where, value):
+@FUSED
+def test_fp32_nonfinite_update_is_skipped_and_never_looks_healthy(where, value, fused):
     """A NaN/Inf gradient anywhere (head.fc.weight is excluded from AGC) skips the update:
     weights and momentum unchanged, statistics NaN, ``agc_skipped`` 1; the next finite
     update goes through and is exactly what it would have been without the bad batch."""
     model, twin = make_model(), make_model()
-    wrapper = build_optim_wrapper(model, agc_cfg(0.02, 0.05, 2e-5))
+    wrapper = build_optim_wrapper(model, agc_cfg(0.02, 0.05, 2e-5, fused=fused))
     twin_wrapper = build_optim_wrapper(twin, agc_cfg(0.02, 0.05, 2e-5))
     wrapper.update_params(loss_fn(model, make_batch(0)))
     twin_wrapper.update_params(loss_fn(twin, make_batch(0)))
@@ -975,13 +987,14 @@ def test_clip_statistics_per_unit_kind_and_max_ratio(stack):
     assert float(stats.max_clip_ratio) == pytest.approx(max_ratio, rel=1e-5)
 
 
-def test_wrapper_logs_clip_fraction_per_kind_in_one_host_read(monkeypatch):
+@FUSED
+def test_wrapper_logs_clip_fraction_per_kind_in_one_host_read(monkeypatch, fused):
     """A zero-initialised skip gain (SkipInit) is clipped by the eps floor every step: the
     per-kind fraction shows it although the unit-weighted overall fraction is small."""
     model = make_model()
     with torch.no_grad():
         model.block.skip_gain.zero_()
-    wrapper = build_optim_wrapper(model, agc_cfg(0.01))
+    wrapper = build_optim_wrapper(model, agc_cfg(0.01, fused=fused))
     reads = []
     original = torch.Tensor.tolist
 

@@ -10,11 +10,12 @@ from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
 from nfnets_mm.registry import OPTIM_WRAPPERS
 from .agc import UNIT_KINDS, adaptive_clip_grad_, norm_dtype
+from .agc_fused import COMPILE_KEYS, CompiledAGC
 from .amp_dtype import resolve_amp_dtype, resolve_loss_scale
 
 #: Keys accepted in ``clip_grad`` when ``type='agc'``.
 AGC_KEYS = ('type', 'clipping', 'eps', 'grad_eps', 'exclude', 'log_stats',
-            'max_consecutive_skips')
+            'max_consecutive_skips', 'fused')
 #: Default of ``clip_grad.max_consecutive_skips``: this many updates in a row with a
 #: non-finite gradient stop training.  Far above the few overflow skips a dynamic fp16
 #: loss scale needs to settle (each halves the scale: 25 take 2**16 down to 2**-9).
@@ -31,7 +32,7 @@ class NonFiniteGradientError(RuntimeError):
 def parse_agc_cfg(clip_grad: Optional[dict]) -> dict:
     """Validate an AGC ``clip_grad`` dict and fill in defaults."""
     cfg = dict(type='agc', clipping=0.01, eps=1e-3, grad_eps=1e-6, log_stats=True,
-               max_consecutive_skips=DEFAULT_MAX_CONSECUTIVE_SKIPS)
+               max_consecutive_skips=DEFAULT_MAX_CONSECUTIVE_SKIPS, fused=False)
     if clip_grad is None:
         clip_grad = {}
     if not isinstance(clip_grad, dict):
@@ -55,6 +56,11 @@ def parse_agc_cfg(clip_grad: Optional[dict]) -> dict:
         raise ValueError('AGC max_consecutive_skips must be a positive int (updates with '
                          'non-finite gradients in a row before training stops) or None '
                          f'(never stop), got {limit!r}.')
+    fused = cfg['fused']
+    if not isinstance(fused, (bool, dict)):
+        raise TypeError('AGC fused must be False (eager AGC), True (one torch.compile-d pass) '
+                        f'or a dict of torch.compile options ({", ".join(COMPILE_KEYS)}), '
+                        f'got {fused!r}.')
     return cfg
 
 
@@ -93,7 +99,13 @@ class AGCMixin:
     ``train/agc_clip_fraction``, ``train/agc_mean_factor``, the clip fraction per unit
     kind ``train/agc_clip_fraction_{weights,gains_biases,skip_gains}``, the largest clip
     ratio ``train/agc_max_clip_ratio`` and ``train/agc_skipped`` in the message hub, all
-    from the one host read above), ``max_consecutive_skips`` (25; ``None`` never stops).
+    from the one host read above), ``max_consecutive_skips`` (25; ``None`` never stops),
+    ``fused`` (``False``: eager multi-tensor AGC; ``True`` or a dict of ``torch.compile``
+    options such as ``dict(mode='reduce-overhead')``: the whole update, statistics and
+    finiteness check included, as one compiled graph, :class:`~.agc_fused.CompiledAGC`;
+    same results within fp32 rounding; compiled at the first update).  ``fused`` is off by
+    default: its speed-up is a GPU measurement (``tools/analysis/benchmark.py agc``), and
+    the first update pays the compile time.
     """
 
     def __init__(self, *args, clip_grad: Optional[dict] = None, **kwargs) -> None:
@@ -102,7 +114,11 @@ class AGCMixin:
         self.agc_cfg = agc_cfg
         # Truthy, like MMEngine's wrappers when clipping is configured.
         self.clip_grad_kwargs = {k: v for k, v in agc_cfg.items()
-                                 if k not in ('exclude', 'max_consecutive_skips')}
+                                 if k not in ('exclude', 'max_consecutive_skips', 'fused')}
+        fused = agc_cfg['fused']
+        #: The compiled AGC pass (``clip_grad.fused``), else ``None`` (eager AGC).
+        self.compiled_agc = None if fused is False else CompiledAGC(
+            agc_cfg['eps'], agc_cfg['grad_eps'], fused if isinstance(fused, dict) else None)
         #: Updates skipped for non-finite gradients: in a row, and in this process.
         self.consecutive_skips = 0
         self.skipped_updates = 0
@@ -227,6 +243,8 @@ class AGCMixin:
                 continue
             clipping = group.get('agc_clipping', self.agc_cfg['clipping'])
             by_clipping.setdefault(clipping, []).extend(params)
+        if self.compiled_agc is not None:
+            return self.compiled_agc(list(by_clipping.items()), unclipped)
         sums, max_ratio, units, finite = None, None, [0, 0, 0, 0], None
         for clipping, params in by_clipping.items():
             if not params:
