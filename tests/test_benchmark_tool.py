@@ -49,11 +49,12 @@ def test_train_tables(tmp_path):
     out = tmp_path / 'out'
     code = benchmark.main(['train', *FAST, '--precisions', 'fp32', 'bf16', '--formats',
                            'contiguous', '--profile-steps', '1', '--profile-top', '5',
-                           '--out-dir', str(out)])
+                           '--memory-breakdown', '--breakdown-top', '6', '--out-dir', str(out)])
     assert code == 0
     text = (out / 'train.md').read_text()
     assert 'Command: `python tools/analysis/benchmark.py train' in text
-    steps, best, profile, timm_profile = tables(str(out / 'train.md'))
+    (steps, fp32_stages, fp32_modules, bf16_stages, bf16_modules, best, profile,
+     timm_profile) = tables(str(out / 'train.md'))
     # one row per precision x contender, ours first
     assert [(r['precision'], r['contender']) for r in steps] == [
         (p, c) for p in ('fp32', 'bf16') for c in ('nfnets_mm', 'timm', 'resnet50')]
@@ -63,16 +64,109 @@ def test_train_tables(tmp_path):
         assert row['px'] == '32' and row['batch'] == '4' and row['mode'] == 'eager'
         number(row['time / nfnets_mm'])
         assert row['peak GiB'] == '-'  # CPU: no allocator statistics
+        number(row['saved MiB']), number(row['saved params MiB']), number(row['saved / timm'])
     assert {r['contender']: r['time / nfnets_mm'] for r in steps[:3]}['nfnets_mm'] == '1.00'
+    assert {r['contender']: r['saved / timm'] for r in steps[:3]}['timm'] == '1.00'
+    # bf16 autocast saves bf16 copies: fewer bytes of activations than fp32
+    saved = {(r['precision'], r['contender']): float(r['saved MiB']) for r in steps}
+    assert saved['bf16', 'nfnets_mm'] < saved['fp32', 'nfnets_mm']
+    for precision, stages, modules in (('fp32', fp32_stages, fp32_modules),
+                                       ('bf16', bf16_stages, bf16_modules)):
+        # the per-stage breakdown adds up to the table's total, for both networks
+        for name in ('nfnets_mm', 'timm'):
+            total = sum(float(r[f'{name} MiB']) for r in stages)
+            assert total == pytest.approx(saved[precision, name], abs=0.01 * len(stages))
+        assert [r['stage'] for r in stages][:2] == ['stem', 'stages.0']
+        assert 'stages.3' in [r['stage'] for r in stages]
+        assert len(modules) == 7 and modules[-1]['module'].startswith('(')
+        for row in modules:
+            delta = float(row['nfnets_mm MiB']) - float(row['timm MiB'])
+            assert float(row['nfnets_mm - timm MiB']) == pytest.approx(delta, abs=0.011)
     assert [r['precision'] for r in best] == ['bf16', 'fp32']
     for row in best:
         number(row['speed ours / timm'])
+        number(row['saved for backward ours / timm'])
     assert '### Profile: nfnets_mm F0 bf16' in text and '### Profile: timm F0 bf16' in text
     assert len(profile) == len(timm_profile) == 5
     for row in profile + timm_profile:
         number(row['calls/step'])
         assert float(row['self CPU ms/step']) >= 0
     assert 'AMP bf16 / fp32 throughput' in text and 'ours / timm speed' in text
+    assert 'bytes saved for backward ours / timm' in text
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'float64', 'bfloat16', 'float16'])
+def test_saved_tensor_counter_is_exact(dtype):
+    """Linear -> ReLU -> Linear -> square -> mean, bytes computed by hand.
+
+    ``fc1`` saves its input x (its weight's gradient needs it; x needs none, so the
+    weight is not saved); ReLU saves its output r; ``fc2`` saves r again (one storage,
+    counted once) and its weight (a parameter, ``weight.t()`` is a view of it); the square
+    saves its input y; the mean saves nothing.  A side branch whose output is dropped
+    holds nothing by the time the loss exists.
+    """
+    import torch
+    import torch.nn as nn
+    from bench_common import count_saved
+    dtype = getattr(torch, dtype)
+    size = torch.empty((), dtype=dtype).element_size()
+    n, d_in, d_hidden, d_out = 11, 3, 7, 5
+    model = nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU(), nn.Linear(d_hidden, d_out))
+    model.to(dtype)
+    side = nn.Linear(d_in, 2).to(dtype)
+    x = torch.randn(n, d_in).to(dtype)
+
+    def forward_loss():
+        side(torch.randn(n, d_in).to(dtype)).relu()  # dropped: its saves die with it
+        return (model(x) ** 2).mean()
+
+    loss, counter = count_saved(forward_loss, model)
+    summary = counter.summary()
+    assert summary['activations'] == size * n * (d_in + d_hidden + d_out)
+    assert summary['params'] == size * d_hidden * d_out
+    assert summary['storages'] == 4  # x, r, fc2.weight, y
+    assert counter.by_module() == {'0': size * n * d_in, '1': size * n * d_hidden,
+                                   '': size * n * d_out}
+    assert counter.by_module(params=True) == {'2': size * d_hidden * d_out}
+    loss.backward()  # the detached aliases the hooks hand autograd give the true gradient
+    reference = model[2].weight.grad.clone()
+    model.zero_grad()
+    (model(x) ** 2).mean().backward()
+    assert torch.equal(model[2].weight.grad, reference)
+
+
+def test_module_names_are_shared_with_timm():
+    """Every module of timm's NFNet has a counterpart of ours in the breakdown naming."""
+    from bench_models import common_module_name, nfnet_config, timm_nfnet
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+
+    import nfnets_mm  # noqa: F401
+    init_default_scope('mmpretrain')
+    ours = MODELS.build(nfnet_config('F0', tiny=True).model)
+    timm = timm_nfnet('F0', tiny=True)
+    our_names = {common_module_name('nfnets_mm', n) for n, _ in ours.named_modules()}
+    timm_names = {common_module_name('timm', n) for n, _ in timm.named_modules()}
+    assert timm_names <= our_names, sorted(timm_names - our_names)
+    assert {'stem.act1', 'stages.1.0.pre_act', 'stages.1.0.act2b', 'stages.1.0.se',
+            'stages.1.0.shortcut_conv', 'final.conv', 'loss'} <= timm_names
+
+
+def test_unfused_ws_contender():
+    """``nfnets_mm_unfused_ws`` switches its own convs to the plain WS formula only."""
+    import torch
+    from bench_models import TRAIN_STEPS, Setting
+    from nfnets_mm.models.layers import ScaledStdConv2d
+    setting = Setting(arch='F0', batch=2, size=32, precision='fp32',
+                      memory_format='contiguous', mode='eager', device=torch.device('cpu'),
+                      tiny=True)
+    unfused = TRAIN_STEPS['nfnets_mm_unfused_ws'](setting)
+    fused = TRAIN_STEPS['nfnets_mm'](setting)
+    flags = [[m.fused_ws for m in step.model.modules() if isinstance(m, ScaledStdConv2d)]
+             for step in (unfused, fused)]
+    assert flags[0] and not any(flags[0]) and all(flags[1])
+    assert ScaledStdConv2d.fused_ws is True
+    assert math.isfinite(float(unfused.forward_loss().detach()))
 
 
 def test_agc_table(tmp_path):
@@ -128,6 +222,8 @@ def test_output_files_are_kept_and_appended(tmp_path, capsys):
     (['train', '--device', 'cpu', '--archs', 'F9'], '--archs F9'),
     (['train', '--device', 'cpu', '--precisions', 'fp8'], "invalid choice: 'fp8'"),
     (['infer', '--device', 'cpu', '--contenders', 'timm'], 'keep it in --contenders'),
+    (['agc', '--device', 'cpu', '--contenders', 'nfnets_mm', 'nfnets_mm_unfused_ws'],
+     'a train-only contender'),
 ])
 def test_bad_arguments_are_named(argv, message, capsys):
     with pytest.raises(SystemExit):

@@ -13,7 +13,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -165,3 +165,136 @@ def write_report(lines: Sequence[str], out_dir: Optional[str], name: str,
             f.write('\n' + text)
         written.append(append_to)
     return written
+
+
+# ------------------------------------------------------------ bytes saved for backward
+MIB = 2**20
+
+
+class SavedTensorCounter:
+    """Count the bytes autograd holds for the backward pass of the code run inside it.
+
+    The memory a training step needs beyond its parameters, gradients and optimizer
+    state is dominated by the tensors the forward pass saves for the backward pass; unlike
+    the allocator's peak this is device-independent, so a CPU run counts exactly what a
+    GPU step of the same batch, precision and memory format will hold.
+
+    Inside the ``with`` block every tensor autograd saves passes through
+    :func:`torch.autograd.graph.saved_tensors_hooks`; the pack hook records its storage and
+    hands autograd a detached alias (same storage: no copy, no reference cycle through the
+    output's ``grad_fn``).  :meth:`summary` then counts, among the saves whose alias the
+    graph still holds (a weak reference tells), each *storage* once (by its data pointer;
+    several saved views of one storage, or one tensor saved by two ops, count once; a
+    view counts its whole storage, which is what stays allocated):
+
+    * ``params``: storages of parameters (given as ``params``, or a saved leaf tensor that
+      requires grad, or a view of one, e.g. the ``weight.t()`` a ``Linear`` saves);
+    * ``activations``: every other storage (inputs, activations, standardized or
+      autocast-cast weights).
+
+    With ``model`` given, each storage is also attributed to the innermost module of
+    ``model`` whose forward was running when the storage was first saved (forward
+    pre-hooks push, forward hooks pop; ``''`` = outside every submodule).
+
+    Args:
+        model (nn.Module, optional): Attribute saves to its modules.
+        params (iterable of Tensor, optional): Tensors counted as parameters
+            (default: ``model.parameters()``).
+    """
+
+    def __init__(self, model=None, params=None) -> None:
+        self.model = model
+        if params is None and model is not None:
+            params = model.parameters()
+        self.param_ptrs = {p.untyped_storage().data_ptr() for p in (params or ())}
+        self.records: List[tuple] = []  # (weakref to the alias, ptr, nbytes, is_param, module)
+        self._stack: List[str] = ['']
+        self._handles: list = []
+        self._hooks = None
+
+    # the module stack
+    def _push(self, name: str):
+        def hook(module, args):
+            self._stack.append(name)
+        return hook
+
+    def _pop(self, module, args, output):
+        self._stack.pop()
+
+    def _is_param(self, t: torch.Tensor, ptr: int) -> bool:
+        if ptr in self.param_ptrs:
+            return True
+        base = t if t._base is None else t._base
+        return base.is_leaf and base.requires_grad
+
+    def _pack(self, t: torch.Tensor):
+        import weakref
+        alias = t.detach()
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        self.records.append((weakref.ref(alias), ptr, storage.nbytes(),
+                             self._is_param(t, ptr), self._stack[-1]))
+        return alias
+
+    @staticmethod
+    def _unpack(alias: torch.Tensor) -> torch.Tensor:
+        return alias
+
+    def __enter__(self) -> 'SavedTensorCounter':
+        self.records.clear()
+        if self.model is not None:
+            for name, module in self.model.named_modules():
+                if name:
+                    self._handles.append(module.register_forward_pre_hook(self._push(name)))
+                    self._handles.append(module.register_forward_hook(self._pop))
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._stack[:] = ['']
+
+    def storages(self) -> Dict[int, tuple]:
+        """ptr -> (nbytes, is_param, module) of every storage still held, first save wins."""
+        held: Dict[int, tuple] = {}
+        for ref, ptr, nbytes, is_param, module in self.records:
+            if ref() is None:
+                continue  # its graph node is gone (not on the path to the loss)
+            if ptr in held:
+                old = held[ptr]
+                held[ptr] = (max(old[0], nbytes), old[1] or is_param, old[2])
+            else:
+                held[ptr] = (nbytes, is_param, module)
+        return held
+
+    def summary(self) -> Dict[str, int]:
+        """``{'activations': bytes, 'params': bytes, 'tensors': saves, 'storages': n}``."""
+        held = self.storages()
+        live = sum(1 for r in self.records if r[0]() is not None)
+        return dict(activations=sum(n for n, p, _ in held.values() if not p),
+                    params=sum(n for n, p, _ in held.values() if p),
+                    tensors=live, storages=len(held))
+
+    def by_module(self, params: bool = False) -> Dict[str, int]:
+        """module name -> bytes of the activation (or, ``params=True``, parameter)
+        storages attributed to it."""
+        out: Dict[str, int] = {}
+        for nbytes, is_param, module in self.storages().values():
+            if is_param == params:
+                out[module] = out.get(module, 0) + nbytes
+        return out
+
+
+def count_saved(fn: Callable[[], object], model=None) -> Tuple[object, SavedTensorCounter]:
+    """Run ``fn`` (a forward up to the loss) under a :class:`SavedTensorCounter`.
+
+    Returns ``(fn's result, counter)``; read the counter while the result (the loss and
+    its graph) is alive, then drop both.
+    """
+    with SavedTensorCounter(model) as counter:
+        result = fn()
+    return result, counter

@@ -15,6 +15,8 @@
   parameters), AGC 0.01 through ``timm.utils.dispatch_clip_grad`` on all parameters but
   the classifier's, a ``NativeScaler`` for fp16 only (timm uses none for bf16);
   ``compile`` is timm's ``--torchcompile`` (``torch.compile(model)``).
+* ``nfnets_mm_unfused_ws`` (train only, on request): ``nfnets_mm`` with every
+  ``ScaledStdConv2d.fused_ws = False``, the plain autograd weight standardization.
 * ``resnet50``: MMPretrain's ``resnet/resnet50_8xb32_in1k.py`` classifier with
   ``OptimWrapper`` / ``AmpOptimWrapper`` and SGD, stepped like ``nfnets_mm``.
 
@@ -39,7 +41,9 @@ TINY_NFNET = dict(depths=(1, 1, 1, 1), widths=(32, 64, 128, 128), group_width=16
                   stem_channels=(8, 8, 16, 16))
 TINY_RESNET = dict(depth=18, stem_channels=8, base_channels=8)
 TINY_SIZE = 32
-CONTENDERS = ('nfnets_mm', 'timm', 'resnet50')
+#: Every contender the tool knows; ``DEFAULT_CONTENDERS`` run unless ``--contenders`` says.
+CONTENDERS = ('nfnets_mm', 'timm', 'resnet50', 'nfnets_mm_unfused_ws')
+DEFAULT_CONTENDERS = CONTENDERS[:3]
 #: ``torch.compile`` options when none are given (MMEngine's ``compile=True``).
 DEFAULT_COMPILE = dict()
 
@@ -222,10 +226,16 @@ def _channels_last_inputs(model: nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------- train steps
-def mm_train_step(cfg, setting: Setting, soft: bool = False) -> Callable[[], object]:
+def mm_train_step(cfg, setting: Setting, soft: bool = False,
+                  prepare: Optional[Callable[[nn.Module], None]] = None
+                  ) -> Callable[[], object]:
     """``model.train_step(data, optim_wrapper)`` of an MMPretrain classifier config.
 
     ``soft``: the data samples carry the loader's soft targets (``gt_score``) too.
+    ``prepare``: called on the built model before it is moved and compiled.
+
+    The returned step has ``forward_loss()``: the same step up to the loss (what
+    ``BaseModel.train_step`` runs before ``optim_wrapper.update_params``), eager.
     """
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
@@ -233,6 +243,8 @@ def mm_train_step(cfg, setting: Setting, soft: bool = False) -> Callable[[], obj
     init_default_scope('mmpretrain')
     model = MODELS.build(cfg.model)
     model.init_weights()
+    if prepare is not None:
+        prepare(model)
     model = model.to(setting.device, memory_format=setting.mf)
     if setting.memory_format == 'channels_last':
         _channels_last_inputs(model)
@@ -259,6 +271,14 @@ def mm_train_step(cfg, setting: Setting, soft: bool = False) -> Callable[[], obj
     def step():
         return model.train_step(data, wrapper)
 
+    def forward_loss():
+        # BaseModel.train_step up to the loss
+        with wrapper.optim_context(model):
+            batch = model.data_preprocessor(data, True)
+            losses = model._run_forward(batch, mode='loss')
+        return model.parse_losses(losses)[0]
+
+    step.forward_loss = forward_loss
     step.model = model
     step.wrapper = wrapper
     step.data = data
@@ -268,6 +288,25 @@ def mm_train_step(cfg, setting: Setting, soft: bool = False) -> Callable[[], obj
 def nfnets_mm_train_step(setting: Setting) -> Callable[[], object]:
     cfg = nfnet_config(setting.arch, setting.tiny)
     return mm_train_step(cfg, setting, soft=not mixes_in_step(cfg))
+
+
+def unfused_ws(model: nn.Module) -> None:
+    """Select the plain autograd weight standardization in every ``ScaledStdConv2d`` of
+    ``model`` (the instance attribute ``fused_ws = False``; other models keep the fused op)."""
+    from nfnets_mm.models.layers import ScaledStdConv2d
+    found = 0
+    for module in model.modules():
+        if isinstance(module, ScaledStdConv2d):
+            module.fused_ws = False
+            found += 1
+    if not found:
+        raise ValueError('unfused_ws: the model has no ScaledStdConv2d.')
+
+
+def nfnets_mm_unfused_ws_train_step(setting: Setting) -> Callable[[], object]:
+    """``nfnets_mm`` with ``ScaledStdConv2d.fused_ws = False``: what the fused WS op saves."""
+    cfg = nfnet_config(setting.arch, setting.tiny)
+    return mm_train_step(cfg, setting, soft=not mixes_in_step(cfg), prepare=unfused_ws)
 
 
 def resnet50_train_step(setting: Setting) -> Callable[[], object]:
@@ -320,7 +359,7 @@ def timm_train_step(setting: Setting) -> Callable[[], object]:
     mean = torch.tensor([123.675, 116.28, 103.53], device=device).view(1, 3, 1, 1)
     std = torch.tensor([58.395, 57.12, 57.375], device=device).view(1, 3, 1, 1)
 
-    def step():
+    def forward_loss():
         x = images.to(device, non_blocking=True).float().sub_(mean).div_(std)
         x = x.contiguous(memory_format=setting.mf)
         if mixup is not None:
@@ -328,7 +367,10 @@ def timm_train_step(setting: Setting) -> Callable[[], object]:
         else:  # mixed by the loader (timm's FastCollateMixup)
             target = targets.to(device, non_blocking=True)
         with autocast(setting):
-            loss = loss_fn(model(x), target)
+            return loss_fn(model(x), target)
+
+    def step():
+        loss = forward_loss()
         optimizer.zero_grad()
         if scaler is not None:
             scaler(loss, optimizer, clip_grad=0.01, clip_mode='agc', parameters=clip_params)
@@ -338,12 +380,57 @@ def timm_train_step(setting: Setting) -> Callable[[], object]:
             optimizer.step()
         return loss
 
+    step.forward_loss = forward_loss
     step.model = model
     return step
 
 
 TRAIN_STEPS = dict(nfnets_mm=nfnets_mm_train_step, timm=timm_train_step,
-                   resnet50=resnet50_train_step)
+                   resnet50=resnet50_train_step,
+                   nfnets_mm_unfused_ws=nfnets_mm_unfused_ws_train_step)
+
+
+# ------------------------------------------------------- module names for breakdowns
+#: timm ``NormFreeNet`` module names -> ours (``NFNet`` in an ``ImageClassifier``, without
+#: the ``backbone.`` prefix), by position in the network: timm numbers a block's
+#: activations from the pre-activation (``act1``) on, we name that one ``pre_act``; its
+#: stem's from ``act2``; its SE's ReLU / sigmoid / identity-norm are modules, ours are ops
+#: of the SE module.  Applied in order, each to the result of the previous one.
+TIMM_TO_OURS = (
+    (r'^(stages\.\d+\.\d+)\.act1$', r'\1.pre_act'), (r'^(stages\.\d+\.\d+)\.act2$', r'\1.act1'),
+    (r'^(stages\.\d+\.\d+)\.act2b$', r'\1.act2'), (r'^(stages\.\d+\.\d+)\.act3$', r'\1.act2b'),
+    (r'^stem\.act(\d)$', lambda m: f'stem.act{int(m.group(1)) - 1}'),
+    (r'\.attn_last', '.se'), (r'\.se\.(act|gate|bn)$', '.se'),
+    (r'\.downsample\.conv$', '.shortcut_conv'), (r'\.downsample\.pool$', '.shortcut_pool'),
+    (r'\.downsample$', ''), (r'^final_conv$', 'final.conv'), (r'^final_act$', 'final.act'),
+    (r'^head\.global_pool(\.\w+)?$', 'neck.gap'), (r'^head\.drop$', 'head.dropout'),
+    (r'^head\.flatten$', 'head'), (r'^$', 'loss'),  # timm's loss runs outside the model
+)
+
+
+def common_module_name(contender: str, name: str) -> str:
+    """``name`` (a module of ``contender``'s model, ``''`` = outside every module) in one
+    naming shared by ``nfnets_mm`` and ``timm``: ours without ``backbone.``, with a gamma
+    activation's inner activation (``act1.act``) folded into it and the loss module as
+    ``loss``; timm's renamed by :data:`TIMM_TO_OURS`."""
+    import re
+    if contender.startswith('nfnets_mm'):
+        name = re.sub(r'^backbone\.', '', name)
+        name = re.sub(r'^head\.loss_module(\.\w+)?$', 'loss', name)
+        return re.sub(r'((?:^|\.)(?:pre_act|act\w*))\.act$', r'\1', name)
+    if contender == 'timm':
+        for pattern, repl in TIMM_TO_OURS:
+            name = re.sub(pattern, repl, name)
+    return name
+
+
+def stage_and_role(name: str):
+    """``('stages.2', 'conv1')`` for ``stages.2.<block>.conv1`` (a common name; blocks of a
+    stage share one row), ``('stem', 'stem.conv1')`` for the rest."""
+    parts = name.split('.')
+    if parts[0] == 'stages' and len(parts) > 1:
+        return f'stages.{parts[1]}', '.'.join(parts[3:]) or '(block)'
+    return (parts[0] or '(outside modules)'), (name or '(outside modules)')
 
 
 # ------------------------------------------------------------------ inference models

@@ -9,8 +9,10 @@ Three sub-commands, each measuring its contenders in one process with interleave
   ``configs/nfnet/f*_imagenet.py`` (its data preprocessor and batch augments, AGC wrapper,
   SGD), against timm's ``dm_nfnet_f*`` + timm's AGC and MMPretrain's ResNet-50 (same batch,
   precision, memory format, eager / ``torch.compile``), at each variant's train size from
-  ``nfnets_mm/variants.py``: ms per step, images/s, peak memory; plus a profiler table of
-  the first variant's AMP step (top ops by self time, kernel launches per step).
+  ``nfnets_mm/variants.py``: ms per step, images/s, peak memory (CUDA), the bytes saved
+  for the backward pass (any device: counted exactly, see ``SavedTensorCounter``; with
+  ``--memory-breakdown`` per stage and module, ours next to timm); plus a profiler table
+  of the first variant's AMP step (top ops by self time, kernel launches per step).
 * ``agc``: AGC alone on the variant's parameters with real gradients:
   ``adaptive_clip_grad_``, the wrapper's ``_clip_grad`` (with its statistics), timm's
   ``adaptive_clip_grad`` and two memory-traffic floors, its share of the ``train`` step of
@@ -52,11 +54,12 @@ for path in (HERE, REPO_ROOT):
 
 import torch  # noqa: E402
 
-from bench_common import (FORMATS, MODES, PRECISIONS, environment, fmt,  # noqa: E402
-                          interleaved_times, md_table, median_ratio, peak_memory, sync,
-                          write_report)
-from bench_models import (CONTENDERS, TINY_NFNET, TINY_SIZE, TRAIN_STEPS,  # noqa: E402
-                          Setting, inference_models)
+from bench_common import (FORMATS, MIB, MODES, PRECISIONS, count_saved,  # noqa: E402
+                          environment, fmt, interleaved_times, md_table, median_ratio,
+                          peak_memory, sync, write_report)
+from bench_models import (CONTENDERS, DEFAULT_CONTENDERS, TINY_NFNET,  # noqa: E402
+                          TINY_SIZE, TRAIN_STEPS, Setting, common_module_name,
+                          inference_models, stage_and_role)
 
 #: Issue-10 targets, reported (never asserted) under the tables.
 TARGET_AMP_SPEEDUP = 1.5  # AMP bf16 / fp32 throughput of F0 at batch 128
@@ -79,6 +82,7 @@ class Bench:
         self.lines: List[str] = []
         self.failures: List[str] = []
         self.compile_notes: List[str] = []
+        self.breakdown_lines: List[str] = []
         if args.threads:
             torch.set_num_threads(args.threads)
         if self.device.type == 'cuda':
@@ -199,7 +203,11 @@ class Bench:
                     'resnet50 = MMPretrain\'s `resnet50_8xb32_in1k.py` classifier, plain '
                     'wrapper.  lr = 0.1 x batch / 256.  Peak memory = the most allocated '
                     'during the contender\'s warm-up steps above what was allocated before '
-                    'it was built (CUDA only).')
+                    'it was built (CUDA only).  Saved MiB = the storages autograd holds for '
+                    'the backward pass when the loss has been computed (one extra forward '
+                    'after the warm-up, eager rows only; each storage counted once, '
+                    'parameters separately as "saved params MiB"; counted, not sampled: the '
+                    'same on every device for the same batch, precision and format).')
         results: Dict[tuple, dict] = {}
         rows = []
         for s in self.settings('train'):
@@ -208,11 +216,14 @@ class Bench:
         self.out()
         for line in md_table(
                 ['arch', 'px', 'batch', 'precision', 'format', 'mode', 'contender',
-                 'ms/step', 'img/s', 'peak GiB', 'time / nfnets_mm', 'rounds ms'],
+                 'ms/step', 'img/s', 'peak GiB', 'saved MiB', 'saved params MiB',
+                 'saved / timm', 'time / nfnets_mm', 'rounds ms'],
                 rows, [False, True, True, False, False, False, False, True, True, True, True,
-                       False]):
+                       True, True, True, False]):
             self.out(line)
         self.out()
+        for line in self.breakdown_lines:
+            self.out(line)
         for line in self.compile_notes:
             self.out(line)
         if self.compile_notes:
@@ -231,7 +242,7 @@ class Bench:
     def _train_point(self, s: Setting, results: Dict[tuple, dict]) -> List[list]:
         a = self.args
         key = (s.arch, s.batch, s.precision, s.memory_format, s.mode)
-        steps, peaks, rows = {}, {}, []
+        steps, peaks, saved, rows = {}, {}, {}, []
         for name in a.contenders:
             try:
                 step = TRAIN_STEPS[name](s)
@@ -240,8 +251,17 @@ class Bench:
             except Exception:
                 self.fail(f'train {name} {key}')
                 rows.append([s.arch, s.size, s.batch, s.precision, s.memory_format, s.mode,
-                             name, 'ERROR', '-', '-', '-', self.failures[-1][-60:]])
+                             name, 'ERROR', '-', '-', '-', '-', '-', '-',
+                             self.failures[-1][-60:]])
                 self.free()
+                continue
+            if s.mode == 'eager':
+                try:
+                    saved[name] = self.saved_for_backward(step)
+                except Exception:
+                    self.fail(f'saved bytes {name} {key}')
+        if a.memory_breakdown and s.mode == 'eager':
+            self.breakdown_lines += self._breakdown(s, saved)
         if steps:
             from torch._dynamo.utils import counters
             frames_before = counters['frames']['ok']
@@ -259,19 +279,96 @@ class Bench:
             for name, ts in times.items():
                 ms = statistics.median(ts)
                 finite = _finite(steps[name])
+                mine, timm = saved.get(name), saved.get('timm')
                 results[key + (name, )] = dict(ms=ms, img_s=s.batch / ms * 1e3,
-                                               peak=peaks[name], times=ts)
+                                               peak=peaks[name], times=ts,
+                                               saved=mine['activations'] if mine else None)
                 ratio = (median_ratio(ts, times['nfnets_mm']) if 'nfnets_mm' in times
                          else None)
                 rows.append([s.arch, s.size, s.batch, s.precision, s.memory_format, s.mode,
                              name + ('' if finite else ' (NON-FINITE weights)'), fmt(ms),
                              _rate(s.batch / ms * 1e3), fmt(peaks[name], 2),
+                             _mib(mine and mine['activations']), _mib(mine and mine['params']),
+                             fmt(mine['activations'] / timm['activations'], 2)
+                             if mine and timm else '-',
                              fmt(ratio, 2), f'{min(ts):.1f}-{max(ts):.1f}'])
                 # progress (and what survives a timeout): the row as soon as it is measured
                 print('row: | ' + ' | '.join(str(c) for c in rows[-1]) + ' |', flush=True)
         del steps
         self.free()
         return rows
+
+    def saved_for_backward(self, step) -> dict:
+        """MiB autograd holds for the backward pass of ``step``'s forward up to the loss.
+
+        Returns:
+            dict: ``activations`` and ``params`` (MiB), ``tensors`` / ``storages`` (counts),
+            ``modules`` (module name -> activation bytes; with ``--memory-breakdown``).
+        """
+        loss, counter = count_saved(step.forward_loss, step.model)
+        total = counter.summary()
+        out = dict(activations=total['activations'] / MIB, params=total['params'] / MIB,
+                   tensors=total['tensors'], storages=total['storages'],
+                   modules=counter.by_module() if self.args.memory_breakdown else None)
+        del loss, counter
+        self.free()
+        return out
+
+    def _breakdown(self, s: Setting, saved: Dict[str, dict]) -> List[str]:
+        """Tables of the activation bytes saved for backward per network stage and per
+        module of a stage (blocks of a stage summed), the NFNet contenders side by side in
+        one module naming (:func:`bench_models.common_module_name`)."""
+        names = [n for n in saved if n != 'resnet50' and saved[n].get('modules') is not None]
+        if not names:
+            return []
+        per_stage: Dict[str, Dict[str, float]] = {n: {} for n in names}
+        per_role: Dict[str, Dict[tuple, float]] = {n: {} for n in names}
+        for name in names:
+            for module, nbytes in saved[name]['modules'].items():
+                stage, role = stage_and_role(common_module_name(name, module))
+                per_stage[name][stage] = per_stage[name].get(stage, 0) + nbytes / MIB
+                per_role[name][stage, role] = per_role[name].get((stage, role), 0) + nbytes / MIB
+        ours = 'nfnets_mm' if 'nfnets_mm' in names else names[0]
+        diff = 'timm' in names and ours != 'timm'
+
+        def cells(table, key):
+            values = [table[n].get(key, 0.) for n in names]
+            extra = ([_mib(table[ours].get(key, 0.) - table['timm'].get(key, 0.), signed=True)]
+                     if diff else [])
+            return [_mib(v) for v in values] + extra
+
+        headers = [f'{n} MiB' for n in names] + ([f'{ours} - timm MiB'] if diff else [])
+        title = (f'{s.arch} {s.size} px, batch {s.batch}, {s.precision}, {s.memory_format}')
+        lines = [f'### Saved for backward by stage: {title}', '',
+                 'Activation storages held for the backward pass when the loss has been '
+                 'computed, attributed to the innermost module running when each was first '
+                 'saved (a block\'s own ops -- pre-activation scaling, residual sums -- to the '
+                 'block, `(block)`); one module naming for both (timm\'s renamed to ours, see '
+                 '`bench_models.TIMM_TO_OURS`; `loss` = timm\'s step code outside the model).',
+                 '']
+        for name in names:
+            r = saved[name]
+            lines.append(f'- {name}: {r["tensors"]} saved tensors in {r["storages"]} '
+                         f'storages; activations {_mib(r["activations"])} MiB, parameters '
+                         f'{_mib(r["params"])} MiB.')
+        lines.append('')
+        stages = sorted({k for n in names for k in per_stage[n]}, key=_stage_order)
+        lines += md_table(['stage'] + headers, [[k] + cells(per_stage, k) for k in stages],
+                          [False] + [True] * len(headers))
+        lines.append('')
+        keys = sorted({k for n in names for k in per_role[n]},
+                      key=lambda k: -max(per_role[n].get(k, 0.) for n in names))
+        top = keys[:self.args.breakdown_top]
+        rest = keys[len(top):]
+        rows = [[k[0], f'`{k[1]}`'] + cells(per_role, k) for k in top]
+        if rest:
+            rest_table = {n: {'rest': sum(per_role[n].get(k, 0.) for k in rest)} for n in names}
+            rows.append(['', f'({len(rest)} more)'] + cells(rest_table, 'rest'))
+        lines += [f'### Saved for backward by module (top {len(top)}): {title}', '']
+        lines += md_table(['stage', 'module'] + headers, rows,
+                          [False, False] + [True] * len(headers))
+        lines.append('')
+        return lines
 
     def _train_summary(self, results: Dict[tuple, dict]) -> None:
         """Best of eager / compile per contender, and the issue's targets."""
@@ -286,18 +383,20 @@ class Bench:
             if name != 'nfnets_mm':
                 continue
             timm = best.get((arch, batch, prec, mf, 'timm'))
+            saved = _saved_ratio(results, arch, batch, prec, mf)
             rows.append([arch, batch, prec, mf, f'{_rate(r["img_s"])} ({r["mode"]})',
                          f'{_rate(timm["img_s"])} ({timm["mode"]})' if timm else '-',
                          fmt(r['img_s'] / timm['img_s'], 2) if timm else '-',
                          fmt(r['peak'] / timm['peak'], 2) if timm and r['peak'] and
-                         timm['peak'] else '-'])
+                         timm['peak'] else '-', fmt(saved, 2)])
         if not rows:
             return
         self.out('### Best of eager / compile: nfnets_mm vs timm')
         self.out()
         for line in md_table(['arch', 'batch', 'precision', 'format', 'nfnets_mm img/s',
-                              'timm img/s', 'speed ours / timm', 'peak memory ours / timm'],
-                             rows, [False, True, False, False, True, True, True, True]):
+                              'timm img/s', 'speed ours / timm', 'peak memory ours / timm',
+                              'saved for backward ours / timm'],
+                             rows, [False, True, False, False, True, True, True, True, True]):
             self.out(line)
         self.out()
         self.out('Targets (issue 10; absolute ones only mean something on an H100/H200):')
@@ -327,6 +426,11 @@ class Bench:
                     mem = r['peak'] / timm['peak']
                     self.out(f'  peak memory ours / timm {mem:.2f} (target <= 1: '
                              f'{_verdict(1 / mem, 1.0)})')
+                saved = _saved_ratio(results, arch, batch, p, mf)
+                if saved:
+                    self.out(f'  bytes saved for backward ours / timm {saved:.2f} (eager; '
+                             'what dominates the peak-memory target <= 1: '
+                             f'{_verdict(1 / saved, 1.0)})')
         self.out()
 
     # ---------------------------------------------------------------- profile
@@ -564,6 +668,34 @@ def _rate(img_s: float) -> str:
     return f'{img_s:.0f}' if img_s >= 100 else f'{img_s:.1f}'
 
 
+def _mib(value: Optional[float], signed: bool = False) -> str:
+    """MiB with about three significant digits (``-`` when missing)."""
+    if value is None:
+        return '-'
+    if 0 < abs(value) < 0.01:
+        return f'{value:+.1e}' if signed else f'{value:.1e}'
+    digits = 2 if abs(value) < 10 else 1 if abs(value) < 1000 else 0
+    return f'{value:+.{digits}f}' if signed else f'{value:.{digits}f}'
+
+
+def _stage_order(stage: str):
+    """Network order of the breakdown's stages: input to loss."""
+    order = ['data_preprocessor', 'stem', 'stages', 'final', 'neck', 'head', 'loss']
+    head, _, index = stage.partition('.')
+    rank = order.index(head) if head in order else len(order)
+    return rank, int(index) if index.isdigit() else 0, stage
+
+
+def _saved_ratio(results: Dict[tuple, dict], arch: str, batch: int, precision: str,
+                 memory_format: str) -> Optional[float]:
+    """Activation bytes saved for backward, ours / timm, of the eager rows."""
+    ours = results.get((arch, batch, precision, memory_format, 'eager', 'nfnets_mm'), {})
+    timm = results.get((arch, batch, precision, memory_format, 'eager', 'timm'), {})
+    if ours.get('saved') and timm.get('saved'):
+        return ours['saved'] / timm['saved']
+    return None
+
+
 def _verdict(value: float, target: float) -> str:
     """'met' when ``value >= target``, else 'missed by x%'."""
     if math.isnan(value):
@@ -615,7 +747,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                        default=['contiguous', 'channels_last'])
         p.add_argument('--modes', nargs='+', choices=list(MODES), default=['eager'])
         p.add_argument('--contenders', nargs='+', choices=list(CONTENDERS),
-                       default=list(CONTENDERS))
+                       default=list(DEFAULT_CONTENDERS),
+                       help='(default: %(default)s; nfnets_mm_unfused_ws: ours with the '
+                       'plain autograd weight standardization, train only)')
         p.add_argument('--compile-backend', default=None,
                        help='torch.compile backend (default inductor; aot_eager for CPU tests)')
         p.add_argument('--compile-mode', default=None,
@@ -634,6 +768,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             p.add_argument('--profile-top', type=positive, default=15)
             p.add_argument('--profile-contenders', nargs='+', choices=list(CONTENDERS),
                            default=['nfnets_mm', 'timm'], help='profile these steps')
+            p.add_argument('--memory-breakdown', action='store_true',
+                           help='tables of the bytes saved for backward per stage and module, '
+                           'nfnets_mm next to timm (eager points)')
+            p.add_argument('--breakdown-top', type=positive, default=20,
+                           help='modules in the per-module breakdown table')
     args = parser.parse_args(argv)
     if args.batch_sizes is None:
         args.batch_sizes = [4] if args.tiny else defaults[args.command]['batch_sizes']
@@ -660,6 +799,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                      'to overwrite it.')
     if args.command != 'train' and 'nfnets_mm' not in args.contenders:
         parser.error(f'{args.command} measures nfnets_mm; keep it in --contenders.')
+    train_only = set(args.contenders) - set(DEFAULT_CONTENDERS)
+    if args.command != 'train' and train_only:
+        parser.error(f'--contenders {" ".join(sorted(train_only))}: a train-only contender; '
+                     f'{args.command} takes {", ".join(DEFAULT_CONTENDERS)}.')
     return args
 
 

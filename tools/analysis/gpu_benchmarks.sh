@@ -83,7 +83,7 @@ FAST=(--no-profile --contenders nfnets_mm timm)
 PART_NAMES=(train_f0_b128 agc infer train_compile train_f0_batches train_f0_fp16 train_f1_f2)
 declare -A LIMIT ARGS
 LIMIT[train_f0_b128]=150
-ARGS[train_f0_b128]="train --archs F0 --batch-sizes 128 --precisions fp32 bf16 --formats contiguous channels_last"
+ARGS[train_f0_b128]="train --archs F0 --batch-sizes 128 --precisions fp32 bf16 --formats contiguous channels_last --memory-breakdown"
 LIMIT[agc]=60
 ARGS[agc]="agc --archs F0 --batch-sizes 128 --precisions bf16 --formats channels_last"
 LIMIT[infer]=90
