@@ -56,9 +56,10 @@ def test_inductor_code_clips_like_eq3_with_two_clippings_and_an_excluded_gradien
     result = CompiledAGC()(groups, [excluded])
 
     clipping = [0.2] * 3 + [0.05] * 3
-    for p, g, c in zip(params, raw, clipping):
+    for p, twin, g, c in zip(params, twins, raw, clipping):
         expected, _ = eq3_clip(p, g, c)
         torch.testing.assert_close(p.grad, expected, rtol=1e-6, atol=0)
+        torch.testing.assert_close(twin.grad, expected, rtol=1e-6, atol=0)  # eager path
     assert params[1].grad.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(excluded.grad, raw_excluded)
     assert bool(result.finite)

@@ -96,8 +96,12 @@ def norm_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _row_norms(t: torch.Tensor, lead: int) -> torch.Tensor:
-    """L2 norms over all dims after the first ``lead`` ones, in :func:`norm_dtype`."""
-    return torch.linalg.vector_norm(t.reshape(t.shape[:lead] + (-1, )), dim=-1,
+    """L2 norms over all dims after the first ``lead`` ones, in :func:`norm_dtype`.
+
+    Reduces over those dims in place of reshaping them into one, so that a channels_last
+    weight or gradient is read where it lies instead of being copied first.
+    """
+    return torch.linalg.vector_norm(t, dim=tuple(range(lead, t.ndim)),
                                     dtype=norm_dtype(t.dtype))
 
 

@@ -78,8 +78,9 @@ def _agc_pass(params: List[torch.Tensor], grads: List[torch.Tensor],
         else:
             kind = 0
             rows = g.shape[0]
-            p_norm = torch.linalg.vector_norm(p.reshape(rows, -1), dim=1, dtype=dtype)
-            g_norm = torch.linalg.vector_norm(g.reshape(rows, -1), dim=1, dtype=dtype)
+            dims = tuple(range(1, g.ndim))
+            p_norm = torch.linalg.vector_norm(p, dim=dims, dtype=dtype)
+            g_norm = torch.linalg.vector_norm(g, dim=dims, dtype=dtype)
             factor_shape = (rows, ) + (1, ) * (g.ndim - 1)
         max_norm = p_norm.clamp_min(eps) * clipping
         trigger = g_norm > max_norm
