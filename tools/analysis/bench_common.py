@@ -13,6 +13,7 @@ import os
 import platform
 import statistics
 import time
+import weakref
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -228,7 +229,6 @@ class SavedTensorCounter:
         return base.is_leaf and base.requires_grad
 
     def _pack(self, t: torch.Tensor):
-        import weakref
         alias = t.detach()
         storage = t.untyped_storage()
         ptr = storage.data_ptr()
