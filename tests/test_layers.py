@@ -116,6 +116,8 @@ def test_squeeze_excite_has_gain_two():
     se = NFSqueezeExcite(8, 4)
     h = torch.sigmoid(se.fc2(torch.relu(se.fc1(x.mean(dim=(2, 3))))))
     torch.testing.assert_close(se(x), x * 2 * h[:, :, None, None])
+    # the (N, C) scale NF blocks fold into their merge is the same excitation
+    torch.testing.assert_close(se.channel_scale(x), 2 * h)
 
 
 def test_stochastic_depth_per_sample_without_rescale():
@@ -131,6 +133,14 @@ def test_stochastic_depth_per_sample_without_rescale():
     scaled = StochasticDepth(0.5, scale_by_keep=True).train()(x)
     assert set(scaled.unique().tolist()) <= {0.0, 2.0}
     assert torch.equal(sd.eval()(x), x)
+    # the mask NF blocks fold into their merge: the same draw as forward, None when inactive
+    sd.train()
+    torch.manual_seed(3)
+    mask = sd.sample_mask(x)
+    torch.manual_seed(3)
+    assert mask.shape == (64, 1, 1, 1) and torch.equal(sd(x), x * mask)
+    assert sd.eval().sample_mask(x) is None
+    assert StochasticDepth(0.).train().sample_mask(x) is None
     with pytest.raises(ValueError, match='drop_rate'):
         StochasticDepth(1.0)
 

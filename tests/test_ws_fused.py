@@ -89,6 +89,29 @@ def test_gradcheck_fp64_with_clamped_rows(mode, eps):
 
 
 @pytest.mark.parametrize('mode,eps', MODES)
+def test_input_scale_multiplies_result_and_gradients(mode, eps):
+    """``input_scale`` (a folded activation gamma) scales the output; gradcheck of the
+    fused backward with it; equal to the plain formula."""
+    w, gain = weight_with_clamped_rows(torch.float64, shape=(5, 2, 2, 2))
+    w.requires_grad_()
+    gain.requires_grad_()
+    scale = 1.7015043497085571
+
+    def fn(weight, g, fused=True):
+        return scaled_weight_standardization(weight, g, eps, mode, fused=fused,
+                                             input_scale=scale)
+
+    assert torch.autograd.gradcheck(fn, (w, gain))
+    torch.testing.assert_close(fn(w, gain), scale * scaled_weight_standardization(
+        w, gain, eps, mode), rtol=1e-14, atol=0)
+    upstream = torch.randn(w.shape, dtype=torch.float64)
+    fused_grads = torch.autograd.grad(fn(w, gain), (w, gain), upstream)
+    plain_grads = torch.autograd.grad(fn(w, gain, fused=False), (w, gain), upstream)
+    for f, p in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(f, p, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('mode,eps', MODES)
 @pytest.mark.parametrize('needs', ['both', 'weight', 'gain'])
 def test_gradients_equal_plain_autograd(mode, eps, needs):
     w, gain = weight_with_clamped_rows(torch.float64, shape=(16, 4, 3, 3))

@@ -39,6 +39,11 @@ class NFResNet(NFBackboneBase):
             stride-1 1x1 conv, as MMPretrain's ``ResNet(avg_down=True)`` ("ResNet-D")
             and timm's ``nf_resnet*`` do, instead of a stride-2 1x1 conv (DeepMind's
             NF-ResNet).  Same parameters and shapes either way. Defaults to False.
+        fold_scales (bool): As :class:`NFNet`: block activations leave their gamma (the
+            pre-activation also its ``1 / beta``) to the conv(s) they feed, and each block
+            merges SE, stochastic depth, skip gain and alpha in one pass; ``False`` applies
+            them one by one, for comparison. Same outputs within rounding, same state
+            dict. The final activation keeps its gamma. Defaults to True.
         Others: as :class:`NFNet` (``act_cfg`` defaults to ReLU).
     """
 
@@ -70,6 +75,7 @@ class NFResNet(NFBackboneBase):
                  ws_eps_mode: str = 'max',
                  with_final_act: bool = True,
                  norm_cfg: Optional[dict] = None,
+                 fold_scales: bool = True,
                  init_cfg: Optional[Union[dict, list]] = None) -> None:
         super().__init__(out_indices, frozen_stages, norm_eval, init_cfg)
         if depth not in self.arch_settings:
@@ -77,6 +83,7 @@ class NFResNet(NFBackboneBase):
                            f'{", ".join(str(d) for d in self.arch_settings)}.')
         self.depth = depth
         self.avg_down = avg_down
+        self.fold_scales = bool(fold_scales)
         conv = dict(padding=padding, ws_eps=ws_eps, ws_eps_mode=ws_eps_mode, norm_cfg=norm_cfg)
         if padding == 'same':
             pool = MaxPool2dSame(3, 2)
@@ -87,7 +94,7 @@ class NFResNet(NFBackboneBase):
         widths = [c * 4 * width_multiplier for c in (64, 128, 256, 512)]
         block_kwargs = dict(se_ratio=se_ratio, drop_path_scale_by_keep=drop_path_scale_by_keep,
                             skipinit_value=skipinit_value, avg_down=avg_down,
-                            act_cfg=act_cfg, **conv)
+                            act_cfg=act_cfg, fold_scales=self.fold_scales, **conv)
         self.stages, self.stage_channels = make_stages(
             NFResNetBottleneck, stem_channels, self.arch_settings[depth], widths, [1, 2, 2, 2],
             alpha, drop_path_rate, block_kwargs)

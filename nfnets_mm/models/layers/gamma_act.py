@@ -72,12 +72,19 @@ class GammaAct(nn.Module):
             ``dict(type='GELU', approximate='tanh')`` (DeepMind's GELU), ``dict(type='ReLU')``.
         gamma (float, optional): Override the gain; required for an activation that is
             not in :data:`ACT_GAMMAS`.  ``1.0`` gives the plain activation.
+        fold_gamma (bool): Leave the multiplication by ``gamma`` to the consumer of the
+            output: ``forward`` returns ``act(x)`` and :attr:`deferred_gamma` is ``gamma``,
+            which the next :class:`ScaledStdConv2d` takes as its ``input_scale`` (a
+            constant on its weight instead of a pass over the activation).  Only valid
+            where every consumer applies it; NF backbones do this with
+            ``fold_scales=True``. Defaults to False.
 
     Shapes:
         - input: any; output: same as input.
     """
 
-    def __init__(self, act_cfg: dict = dict(type='GELU'), gamma: Optional[float] = None) -> None:
+    def __init__(self, act_cfg: dict = dict(type='GELU'), gamma: Optional[float] = None,
+                 fold_gamma: bool = False) -> None:
         super().__init__()
         self.act = build_activation(act_cfg)
         if gamma is None:
@@ -87,10 +94,17 @@ class GammaAct(nn.Module):
                                f'explicitly or use one of: {", ".join(sorted(ACT_GAMMAS))}.')
             gamma = ACT_GAMMAS[name]
         self.gamma = float(gamma)
+        self.fold_gamma = bool(fold_gamma)
+
+    @property
+    def deferred_gamma(self) -> float:
+        """The factor the consumer must apply: ``gamma`` when folded, else 1."""
+        return self.gamma if self.fold_gamma else 1.0
 
     def extra_repr(self) -> str:
-        return f'gamma={self.gamma}'
+        return f'gamma={self.gamma}' + (' (folded into the next conv)' if self.fold_gamma
+                                        else '')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(x)
-        return out if self.gamma == 1.0 else out * self.gamma
+        return out if self.fold_gamma or self.gamma == 1.0 else out * self.gamma

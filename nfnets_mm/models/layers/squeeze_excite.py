@@ -27,7 +27,14 @@ class NFSqueezeExcite(nn.Module):
         self.fc2 = nn.Linear(hidden_channels, channels)
         self.gain = gain
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def channel_scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The excitation ``gain * sigmoid(fc2(relu(fc1(mean_hw(x)))))``, shape :math:`(N, C)`.
+
+        NF blocks fold it, with the other per-sample constants, into one residual merge
+        instead of multiplying ``x`` by it separately.
+        """
         h = x.mean(dim=(2, 3))
-        h = torch.sigmoid(self.fc2(torch.relu(self.fc1(h))))
-        return x * (h * self.gain)[:, :, None, None]
+        return torch.sigmoid(self.fc2(torch.relu(self.fc1(h)))) * self.gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.channel_scale(x)[:, :, None, None]

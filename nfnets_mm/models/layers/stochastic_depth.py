@@ -1,4 +1,6 @@
 """Per-sample stochastic depth with DeepMind's semantics."""
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
@@ -31,12 +33,23 @@ class StochasticDepth(nn.Module):
     def extra_repr(self) -> str:
         return f'drop_rate={self.drop_rate}, scale_by_keep={self.scale_by_keep}'
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def sample_mask(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """The per-sample factor ``forward`` multiplies ``x`` by, or None when inactive.
+
+        Shape :math:`(N, 1, ..., 1)` (``x.ndim`` dims), dtype and device of ``x``: 0 for a
+        dropped sample, 1 (``1 / (1 - drop_rate)`` with ``scale_by_keep``) for a kept one.
+        Draws from the default generator (the same draw ``forward`` makes).  NF blocks fold
+        it into their residual merge.
+        """
         if not self.training or self.drop_rate == 0.0:
-            return x
+            return None
         keep = 1.0 - self.drop_rate
         shape = (x.shape[0], ) + (1, ) * (x.ndim - 1)
         mask = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep)
         if self.scale_by_keep:
             mask = mask / keep
-        return x * mask
+        return mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.sample_mask(x)
+        return x if mask is None else x * mask

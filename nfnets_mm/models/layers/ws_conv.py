@@ -53,6 +53,16 @@ class ScaledStdConv2d(nn.Conv2d):
     :meth:`switch_to_deploy` folds the standardization into a plain conv weight for
     inference and export.
 
+    ``input_scale`` :math:`\lambda` carries a constant factor of the conv's *input* into its
+    weight: the layer computes :math:`\mathrm{conv}(x, \lambda \hat W) + b =
+    \mathrm{conv}(\lambda x, \hat W) + b` (zero padding commutes with the scale; the bias is
+    not scaled).  NF backbones use it to fold the preceding activation's gamma and a block's
+    :math:`1/\beta` (paper Sec. 3) into the per-output-row scale the standardization computes
+    anyway, instead of spending a full pass over the activation tensor on them (see
+    ``fold_scales`` of :class:`~nfnets_mm.models.NFNet`).  It applies on every path: fused and
+    plain standardization, the eval cache, :meth:`switch_to_deploy`.  It is a constant of
+    the architecture, not a parameter: it is not in the state dict.
+
     Args:
         in_channels (int): Input channels :math:`C_{in}`.
         out_channels (int): Output channels :math:`C_{out}`.
@@ -65,6 +75,8 @@ class ScaledStdConv2d(nn.Conv2d):
             ``'symmetric'``.
         eps (float): Variance stabiliser, see above. Defaults to 1e-4.
         eps_mode (str): ``'max'`` or ``'add'``. Defaults to ``'max'``.
+        input_scale (float): Constant :math:`\lambda` multiplying the standardized weight,
+            i.e. the input (see above). Defaults to 1.0.
 
     Shapes:
         - input: :math:`(N, C_{in}, H, W)`
@@ -84,13 +96,19 @@ class ScaledStdConv2d(nn.Conv2d):
                  bias: bool = True,
                  padding: str = 'symmetric',
                  eps: float = 1e-4,
-                 eps_mode: str = 'max') -> None:
+                 eps_mode: str = 'max',
+                 input_scale: float = 1.0) -> None:
         self.padding_mode_name = check_padding_mode(padding)
         check_eps_mode(eps_mode)
         if isinstance(eps, bool) or not (isinstance(eps, numbers.Real)
                                          and 0 < eps < float('inf')):
             raise ValueError(f'eps must be a positive finite number (the Eq. 1 stabiliser), '
                              f'got {eps!r}.')
+        if isinstance(input_scale, bool) or not (isinstance(input_scale, numbers.Real)
+                                                 and 0 < input_scale < float('inf')):
+            raise ValueError(f'input_scale must be a positive finite number (a constant '
+                             f'factor of the input, e.g. an activation gamma), got '
+                             f'{input_scale!r}.')
         self.dynamic_same = (padding == 'same'
                              and needs_dynamic_same_padding(kernel_size, stride, dilation))
         static_pad = 0 if self.dynamic_same else symmetric_padding(kernel_size, dilation)
@@ -99,6 +117,7 @@ class ScaledStdConv2d(nn.Conv2d):
         self.gain = nn.Parameter(torch.ones(out_channels))
         self.eps = eps
         self.eps_mode = eps_mode
+        self.input_scale = float(input_scale)
         self.fan_in = self.weight[0].numel()
         self.deploy = False
         self._cache_key: Optional[Tuple] = None
@@ -120,6 +139,8 @@ class ScaledStdConv2d(nn.Conv2d):
         s += f', padding_mode_name={self.padding_mode_name!r}'
         if not self.deploy:
             s += f', eps={self.eps}, eps_mode={self.eps_mode!r}'
+        # After switch_to_deploy the scale is part of ``weight`` (shown for the record).
+        s += f', input_scale={self.input_scale}'
         return s + (', deploy=True' if self.deploy else '')
 
     def train(self, mode: bool = True):
@@ -129,13 +150,14 @@ class ScaledStdConv2d(nn.Conv2d):
         return super().train(mode)
 
     def standardized_weight(self) -> torch.Tensor:
-        """Return :math:`\\hat W` of Eq. (1), shape :math:`(C_{out}, C_{in}/g, k, k)`.
+        """Return :math:`\\lambda \\hat W` (Eq. (1) times ``input_scale``), the weight
+        the layer convolves with, shape :math:`(C_{out}, C_{in}/g, k, k)`.
 
         Same dtype and memory format (contiguous or channels_last) as ``weight``; see
         :func:`~nfnets_mm.models.layers.ws_function.scaled_weight_standardization`.
         """
         return scaled_weight_standardization(self.weight, self.gain, self.eps, self.eps_mode,
-                                             fused=self.fused_ws)
+                                             fused=self.fused_ws, input_scale=self.input_scale)
 
     def _weight_for_forward(self) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and (self.weight.requires_grad
@@ -150,7 +172,7 @@ class ScaledStdConv2d(nn.Conv2d):
         # refuses to save it), so the mode is part of the key.
         key = (self.weight._version, self.gain._version, self.weight.data_ptr(),
                self.gain.data_ptr(), self.weight.dtype, self.weight.device,
-               torch.is_inference_mode_enabled())
+               torch.is_inference_mode_enabled(), self.input_scale)
         if key != self._cache_key or self._cached_weight is None:
             with torch.no_grad():
                 self._cached_weight = self.standardized_weight()
@@ -166,7 +188,7 @@ class ScaledStdConv2d(nn.Conv2d):
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
-        """Fold standardization and gain into ``weight`` and drop ``gain``.
+        """Fold standardization, gain and ``input_scale`` into ``weight``; drop ``gain``.
 
         Afterwards the layer is a plain convolution with the same output; it can no
         longer be trained as a WS conv.

@@ -19,6 +19,14 @@ Notation, per output unit (one row of the weight viewed as :math:`(C_{out}, N)`,
 .. math::
     \hat W_j = g\, s\, (W_j - \mu) \qquad \text{(Eq. 1, } a := g s \text{)}
 
+An optional constant ``input_scale`` :math:`\lambda` (a Python float) multiplies the
+result: :math:`\lambda \hat W`.  It carries a constant that would otherwise multiply the
+conv's *input* (an activation's gamma, a block's :math:`1/\beta`), since
+:math:`\mathrm{conv}(\lambda x, \hat W) = \mathrm{conv}(x, \lambda \hat W)`: applied to the
+:math:`C_{out}`-sized row scale (:math:`a := \lambda g s`), it costs nothing over the
+activation tensor.  Below, :math:`g` stands for :math:`\lambda g` wherever it appears in
+:math:`a`; :math:`\partial L / \partial g` gains the factor :math:`\lambda`.
+
 **Backward.**  With :math:`G = \partial L / \partial \hat W` and
 :math:`k = \sum_j G_j (W_j - \mu)`:
 
@@ -84,11 +92,19 @@ def _row_scale(var: torch.Tensor, fan_in: int, eps: float,
     return torch.rsqrt((var + eps) * fan_in), torch.ones_like(var)
 
 
+def _row_gain(scale: torch.Tensor, gain: torch.Tensor, dtype: torch.dtype,
+              input_scale: float) -> torch.Tensor:
+    """:math:`a = \\lambda g s` per row, :math:`(C_{out},)`, in the working dtype."""
+    a = scale * gain.to(dtype)
+    return a if input_scale == 1.0 else a * input_scale
+
+
 class ScaledWSFunction(torch.autograd.Function):
     """Fused Eq. (1) on a 2-D weight view.
 
     Inputs: ``flat`` :math:`(C_{out}, N)` (any strides), ``gain`` :math:`(C_{out},)`,
-    ``eps`` (float), ``eps_mode`` (``'max'`` / ``'add'``).  Output: :math:`\\hat W`,
+    ``eps`` (float), ``eps_mode`` (``'max'`` / ``'add'``), ``input_scale`` (float, default
+    1: :math:`\\lambda` of the module docstring).  Output: :math:`\\lambda \\hat W`,
     :math:`(C_{out}, N)`, contiguous, dtype of ``flat``.  Gradients flow to ``flat`` and
     ``gain`` (closed form of the module docstring).  Double backward is refused.
 
@@ -111,17 +127,17 @@ class ScaledWSFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, flat: torch.Tensor, gain: torch.Tensor, eps: float,
-                eps_mode: str) -> torch.Tensor:
+                eps_mode: str, input_scale: float = 1.0) -> torch.Tensor:
         out_dtype = flat.dtype
         work = flat.float() if flat.dtype in _LOW_PRECISION else flat
         rows = work.unsqueeze(0)  # (1, C_out, N): batch-norm channels = output units
         mean, var = torch.batch_norm_update_stats(rows, None, None, 1.0)
         scale, live = _row_scale(var, work.shape[1], eps, eps_mode)
-        a = scale * gain.to(work.dtype)
+        a = _row_gain(scale, gain, work.dtype, input_scale)
         # (W - mu) * a, subtraction first: a constant row gives exactly 0 (a fused
         # multiply-add W * a - mu * a, e.g. inference-mode batch_norm, leaves rounding).
         out = torch.sub(work, mean[:, None]).mul_(a[:, None])
-        ctx.eps_mode = eps_mode
+        ctx.eps_mode, ctx.input_scale = eps_mode, input_scale
         ctx.save_for_backward(flat, gain, mean, scale, live)
         return out.to(out_dtype)
 
@@ -131,7 +147,7 @@ class ScaledWSFunction(torch.autograd.Function):
         flat, gain, mean, scale, live = ctx.saved_tensors
         work = flat.float() if flat.dtype in _LOW_PRECISION else flat
         grad = grad_out.to(work.dtype)
-        a = scale * gain.to(work.dtype)
+        a = _row_gain(scale, gain, work.dtype, ctx.input_scale)
         r = scale * math.sqrt(work.shape[1])
         if ctx.eps_mode == 'max':
             r = torch.where(live.bool(), r, torch.full_like(r, ScaledWSFunction.CLAMPED_ROW_R))
@@ -142,8 +158,11 @@ class ScaledWSFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_flat = grad_rows.squeeze(0).to(flat.dtype)
         if ctx.needs_input_grad[1]:
-            grad_gain = (grad_r_weight * (scale / r)).to(gain.dtype)
-        return grad_flat, grad_gain, None, None
+            grad_gain = grad_r_weight * (scale / r)
+            if ctx.input_scale != 1.0:
+                grad_gain = grad_gain * ctx.input_scale
+            grad_gain = grad_gain.to(gain.dtype)
+        return grad_flat, grad_gain, None, None, None
 
 
 def row_major_view(weight: torch.Tensor) -> Tuple[torch.Tensor, Callable]:
@@ -166,7 +185,7 @@ def row_major_view(weight: torch.Tensor) -> Tuple[torch.Tensor, Callable]:
 
 
 def scaled_ws_autograd(weight: torch.Tensor, gain: torch.Tensor, eps: float,
-                       eps_mode: str) -> torch.Tensor:
+                       eps_mode: str, input_scale: float = 1.0) -> torch.Tensor:
     """Eq. (1) as plain tensor ops differentiated by autograd (unfused).
 
     Used under ``torch.compile``, where the compiler traces and fuses these ops itself,
@@ -177,6 +196,8 @@ def scaled_ws_autograd(weight: torch.Tensor, gain: torch.Tensor, eps: float,
     var, mean = torch.var_mean(flat, dim=1, unbiased=False)
     scale, _ = _row_scale(var, flat.shape[1], eps, eps_mode)
     scale = scale * gain
+    if input_scale != 1.0:
+        scale = scale * input_scale
     return restore(flat * scale[:, None] - (mean * scale)[:, None])
 
 
@@ -199,8 +220,9 @@ def _tracing() -> bool:
 
 
 def scaled_weight_standardization(weight: torch.Tensor, gain: torch.Tensor, eps: float,
-                                  eps_mode: str = 'max', fused: bool = True) -> torch.Tensor:
-    r"""Return :math:`\hat W = g (W - \mu) s` of Eq. (1).
+                                  eps_mode: str = 'max', fused: bool = True,
+                                  input_scale: float = 1.0) -> torch.Tensor:
+    r"""Return :math:`\lambda \hat W = \lambda g (W - \mu) s` of Eq. (1).
 
     Args:
         weight (Tensor): :math:`(C_{out}, C_{in}/groups, k_h, k_w)`, contiguous or
@@ -212,12 +234,14 @@ def scaled_weight_standardization(weight: torch.Tensor, gain: torch.Tensor, eps:
         fused (bool): Use :class:`ScaledWSFunction` (default).  ``False``, and any call
             while ``torch.compile`` / ``torch.export`` / ``torch.jit.trace`` captures a
             graph, runs :func:`scaled_ws_autograd`.
+        input_scale (float): Constant :math:`\lambda` multiplying the result (folded into
+            the per-row scale, see the module docstring). Defaults to 1.
 
     Returns:
-        Tensor: :math:`\hat W`, shape and dtype of ``weight``.
+        Tensor: :math:`\lambda \hat W`, shape and dtype of ``weight``.
     """
     check_eps_mode(eps_mode)
     if not fused or _tracing():
-        return scaled_ws_autograd(weight, gain, eps, eps_mode)
+        return scaled_ws_autograd(weight, gain, eps, eps_mode, input_scale)
     flat, restore = row_major_view(weight)
-    return restore(ScaledWSFunction.apply(flat, gain, eps, eps_mode))
+    return restore(ScaledWSFunction.apply(flat, gain, eps, eps_mode, float(input_scale)))
