@@ -171,7 +171,8 @@ def test_unfused_ws_contender():
 
 def test_agc_table(tmp_path):
     out = tmp_path / 'out'
-    assert benchmark.main(['agc', *FAST, '--precisions', 'bf16', '--out-dir', str(out)]) == 0
+    assert benchmark.main(['agc', *FAST, '--precisions', 'bf16', '--compile-backend',
+                           'aot_eager', '--out-dir', str(out)]) == 0
     text = (out / 'agc.md').read_text()
     (rows, ) = tables(str(out / 'agc.md'))
     what = [r['what'] for r in rows]
@@ -183,6 +184,11 @@ def test_agc_table(tmp_path):
         assert row['share of the step'].endswith('%')
         assert math.isfinite(float(row['median ms']))
     assert 'agc_reference' in text and '(target <= 1e-6: met)' in text
+    # the compiled pass (clip_grad.fused): its row, compile time and equality to Eq. 3
+    assert any('CompiledAGC' in w for w in what)
+    compiled = [line for line in text.splitlines() if line.startswith('- Compiled pass')]
+    assert len(compiled) == 1 and "'backend': 'aot_eager'" in compiled[0]
+    assert compiled[0].endswith('(target <= 1e-6: met).')
 
 
 def test_infer_table(tmp_path):
@@ -244,7 +250,7 @@ def test_gpu_script_commands_parse():
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     commands = result.stdout.strip().splitlines()
-    names = ['train_f0_b128', 'agc', 'infer', 'train_compile', 'train_f0_batches',
+    names = ['train_f0_b128', 'agc', 'train_compile', 'infer', 'train_f0_batches',
              'train_f0_fp16', 'train_f1_f2']
     assert [c.rsplit('/.', 1)[1] for c in commands] == names
     for command in commands:
@@ -253,7 +259,7 @@ def test_gpu_script_commands_parse():
         args = benchmark.parse_args(argv)
         assert args.out_dir.startswith('/nonexistent/out/.')
         assert args.warmup == 3 and args.rounds == 5 and args.iters == 3
-    assert '--modes eager compile' in commands[3]
+    assert '--modes eager compile' in commands[2]
     assert '--archs F1 F2' in commands[6]
     bad = subprocess.run(['bash', script], cwd=REPO_ROOT, env=dict(env, PARTS='nope'),
                          capture_output=True, text=True, timeout=60)

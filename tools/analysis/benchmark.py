@@ -14,7 +14,9 @@ Three sub-commands, each measuring its contenders in one process with interleave
   ``--memory-breakdown`` per stage and module, ours next to timm); plus a profiler table
   of the first variant's AMP step (top ops by self time, kernel launches per step).
 * ``agc``: AGC alone on the variant's parameters with real gradients:
-  ``adaptive_clip_grad_``, the wrapper's ``_clip_grad`` (with its statistics), timm's
+  ``adaptive_clip_grad_``, the wrapper's ``_clip_grad`` (with its statistics), the compiled
+  pass ``CompiledAGC`` (``clip_grad.fused``; its compile time apart; ``--no-fused-agc``
+  skips it; ``--compile-backend`` / ``--compile-mode`` apply), timm's
   ``adaptive_clip_grad`` and two memory-traffic floors, its share of the ``train`` step of
   the same run, and the largest difference from ``agc_reference`` (Eq. 3, tensor by tensor).
 * ``infer``: eval forward at the variant's test size: nfnets_mm with weight
@@ -70,6 +72,8 @@ TARGET_CPU_TRAIN = 0.90  # CPU fp32 time ratio ours / timm, train step
 TARGET_CPU_INFER = 0.85  # CPU fp32 time ratio ours (deployed) / timm, inference
 #: Extra warm-up steps of compiled contenders (see ``Bench.warm``).
 COMPILE_EXTRA_WARMUP = 9
+#: The ``agc`` table's row of the compiled AGC pass.
+FUSED_ROW = 'nfnets_mm `CompiledAGC` (`clip_grad.fused=True`)'
 
 
 class Bench:
@@ -499,6 +503,7 @@ class Bench:
 
         from nfnets_mm.engine.optim_wrappers import adaptive_clip_grad_
         from nfnets_mm.engine.optim_wrappers.agc import agc_reference
+        from nfnets_mm.engine.optim_wrappers.agc_fused import CompiledAGC
         a = self.args
         arch, batch, prec, mf = a.archs[0], a.batch_sizes[0], a.precisions[0], a.formats[0]
         s = self.setting(arch, batch, self.size_of(arch, 'train'), prec, mf, 'eager')
@@ -548,6 +553,16 @@ class Bench:
             rel_timm = max(float((o - p.grad).abs().max() / p.grad.abs().max().clamp_min(1e-30))
                            for o, p in zip(ours_out, params))
         fraction = float(stats.clip_fraction)
+        fused, compile_s, rel_fused = None, None, None
+        if a.fused_agc:
+            fused = CompiledAGC(1e-3, 1e-6, s.compile_kwargs)
+            restore()
+            t0 = time.perf_counter()
+            fused([(0.01, params)])
+            sync(self.device)
+            compile_s = time.perf_counter() - t0
+            rel_fused = max(float((p.grad - r).abs().max() / r.abs().max().clamp_min(1e-30))
+                            for r, p in zip(ref, params))
         del ours_out, ref
 
         w_and_g = [p.detach() for p in params] + buffers
@@ -562,6 +577,8 @@ class Bench:
             'floor: `_foreach_mul_(G, 1.0)`': lambda: (restore(), torch._foreach_mul_(
                 buffers, 1.0)),
         }
+        if fused is not None:
+            fns[FUSED_ROW] = lambda: (restore(), fused([(0.01, params)]))
         if timm_agc is not None:
             fns['timm `adaptive_clip_grad`'] = lambda: (restore(), timm_agc(timm_params, 0.01,
                                                                              1e-3))
@@ -600,6 +617,20 @@ class Bench:
                  + (f'; from timm: {rel_timm:.2e}.' if rel_timm is not None else '.'))
         if not ok:
             self.failures.append(f'agc: differs from agc_reference by {rel_ref:.2e}')
+        if fused is not None:
+            fused_ms = statistics.median(times[FUSED_ROW]) - restore_ms
+            fused_ok = rel_fused <= 1e-6
+            self.out(f'- Compiled pass (`clip_grad.fused`, torch.compile '
+                     f'{s.compile_kwargs or "defaults"}): compiled in {compile_s:.1f} s (first '
+                     f'update only); {fused_ms / agc_ms:.2f}x the eager time, '
+                     f'{fused_ms / step_ms * 100:.1f}% of the step (target <= '
+                     f'{TARGET_AGC_SHARE * 100:.0f}%: '
+                     f'{_verdict(TARGET_AGC_SHARE, fused_ms / step_ms)}); largest difference '
+                     f'from `agc_reference`: {rel_fused:.2e} (target <= 1e-6: '
+                     f'{"met" if fused_ok else "MISSED"}).')
+            if not fused_ok:
+                self.failures.append(f'agc: the compiled pass differs from agc_reference by '
+                                     f'{rel_fused:.2e}')
         self.out()
         self.free()
 
@@ -761,6 +792,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.add_argument('--out-dir', default=None, help='write <sub-command>.md here')
         p.add_argument('--append-to', default=None, help='append the tables to this markdown')
         p.add_argument('--force', action='store_true', help='overwrite --out-dir/<name>.md')
+        if name == 'agc':
+            p.add_argument('--no-fused-agc', dest='fused_agc', action='store_false',
+                           help='skip the compiled AGC pass (clip_grad.fused)')
         if name == 'train':
             p.add_argument('--no-profile', dest='profile', action='store_false',
                            help='skip the profiler table')
