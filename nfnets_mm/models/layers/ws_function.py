@@ -24,8 +24,11 @@ result: :math:`\lambda \hat W`.  It carries a constant that would otherwise mult
 conv's *input* (an activation's gamma, a block's :math:`1/\beta`), since
 :math:`\mathrm{conv}(\lambda x, \hat W) = \mathrm{conv}(x, \lambda \hat W)`: applied to the
 :math:`C_{out}`-sized row scale (:math:`a := \lambda g s`), it costs nothing over the
-activation tensor.  Below, :math:`g` stands for :math:`\lambda g` wherever it appears in
-:math:`a`; :math:`\partial L / \partial g` gains the factor :math:`\lambda`.
+activation tensor, and without an op of its own: :math:`\lambda s` is computed directly as
+:math:`(\max(N v, \epsilon) / \lambda^2)^{-1/2} = (\max(N v / \lambda^2,
+\epsilon / \lambda^2))^{-1/2}` (``'max'``) or :math:`((v + \epsilon) N / \lambda^2)^{-1/2}`
+(``'add'``), i.e. by changing two Python constants.  Below, :math:`s` in :math:`a` stands
+for :math:`\lambda s`; :math:`\partial L / \partial g` gains the factor :math:`\lambda`.
 
 **Backward.**  With :math:`G = \partial L / \partial \hat W` and
 :math:`k = \sum_j G_j (W_j - \mu)`:
@@ -82,21 +85,17 @@ def check_eps_mode(eps_mode: str) -> str:
     return eps_mode
 
 
-def _row_scale(var: torch.Tensor, fan_in: int, eps: float,
-               eps_mode: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per-row :math:`s` and the mask :math:`m` (1 where the variance term is live)."""
-    n_var = var * fan_in
+def _row_scale(var: torch.Tensor, fan_in: int, eps: float, eps_mode: str,
+               input_scale: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-row :math:`\\lambda s` and the mask :math:`m` (1 where the variance term is
+    live); :math:`\\lambda` enters through the Python constants only (module docstring)."""
+    inv_sq = 1.0 / (input_scale * input_scale)
+    n_var = var * (fan_in * inv_sq)
     if eps_mode == 'max':
-        live = n_var >= eps
-        return torch.rsqrt(torch.clamp(n_var, min=eps)), live.to(var.dtype)
-    return torch.rsqrt((var + eps) * fan_in), torch.ones_like(var)
-
-
-def _row_gain(scale: torch.Tensor, gain: torch.Tensor, dtype: torch.dtype,
-              input_scale: float) -> torch.Tensor:
-    """:math:`a = \\lambda g s` per row, :math:`(C_{out},)`, in the working dtype."""
-    a = scale * gain.to(dtype)
-    return a if input_scale == 1.0 else a * input_scale
+        floor = eps * inv_sq
+        live = n_var >= floor
+        return torch.rsqrt(torch.clamp(n_var, min=floor)), live.to(var.dtype)
+    return torch.rsqrt((var + eps) * (fan_in * inv_sq)), torch.ones_like(var)
 
 
 class ScaledWSFunction(torch.autograd.Function):
@@ -132,8 +131,8 @@ class ScaledWSFunction(torch.autograd.Function):
         work = flat.float() if flat.dtype in _LOW_PRECISION else flat
         rows = work.unsqueeze(0)  # (1, C_out, N): batch-norm channels = output units
         mean, var = torch.batch_norm_update_stats(rows, None, None, 1.0)
-        scale, live = _row_scale(var, work.shape[1], eps, eps_mode)
-        a = _row_gain(scale, gain, work.dtype, input_scale)
+        scale, live = _row_scale(var, work.shape[1], eps, eps_mode, input_scale)
+        a = scale * gain.to(work.dtype)
         # (W - mu) * a, subtraction first: a constant row gives exactly 0 (a fused
         # multiply-add W * a - mu * a, e.g. inference-mode batch_norm, leaves rounding).
         out = torch.sub(work, mean[:, None]).mul_(a[:, None])
@@ -147,8 +146,8 @@ class ScaledWSFunction(torch.autograd.Function):
         flat, gain, mean, scale, live = ctx.saved_tensors
         work = flat.float() if flat.dtype in _LOW_PRECISION else flat
         grad = grad_out.to(work.dtype)
-        a = _row_gain(scale, gain, work.dtype, ctx.input_scale)
-        r = scale * math.sqrt(work.shape[1])
+        a = scale * gain.to(work.dtype)
+        r = scale * (math.sqrt(work.shape[1]) / ctx.input_scale)  # s sqrt(N), without lambda
         if ctx.eps_mode == 'max':
             r = torch.where(live.bool(), r, torch.full_like(r, ScaledWSFunction.CLAMPED_ROW_R))
         grad_rows, grad_r_weight, _ = torch.ops.aten.native_batch_norm_backward(
@@ -158,10 +157,7 @@ class ScaledWSFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_flat = grad_rows.squeeze(0).to(flat.dtype)
         if ctx.needs_input_grad[1]:
-            grad_gain = grad_r_weight * (scale / r)
-            if ctx.input_scale != 1.0:
-                grad_gain = grad_gain * ctx.input_scale
-            grad_gain = grad_gain.to(gain.dtype)
+            grad_gain = (grad_r_weight * (scale / r)).to(gain.dtype)
         return grad_flat, grad_gain, None, None, None
 
 
@@ -194,10 +190,8 @@ def scaled_ws_autograd(weight: torch.Tensor, gain: torch.Tensor, eps: float,
     """
     flat, restore = row_major_view(weight)
     var, mean = torch.var_mean(flat, dim=1, unbiased=False)
-    scale, _ = _row_scale(var, flat.shape[1], eps, eps_mode)
+    scale, _ = _row_scale(var, flat.shape[1], eps, eps_mode, input_scale)
     scale = scale * gain
-    if input_scale != 1.0:
-        scale = scale * input_scale
     return restore(flat * scale[:, None] - (mean * scale)[:, None])
 
 
