@@ -180,6 +180,12 @@ def test_folded_backbone_deploys():
         _assert_rel_close(g, e, 1e-5, 'deployed output')
 
 
+@pytest.mark.parametrize('cls', [NFNet, NFResNet])
+def test_fold_scales_must_be_a_bool(cls):
+    with pytest.raises(TypeError, match='fold_scales must be True or False'):
+        cls(fold_scales='no')
+
+
 @pytest.mark.parametrize('bad', [0.0, -1.0, float('inf'), float('nan'), True, '2'])
 def test_bad_input_scale_is_refused(bad):
     with pytest.raises(ValueError, match='input_scale must be a positive finite number'):

@@ -35,6 +35,13 @@ def resolve_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict], required: Se
     return resolved
 
 
+def check_bool(name: str, value) -> bool:
+    """Return ``value`` if it is a bool, else raise a ``TypeError`` naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f'{name} must be True or False, got {value!r}.')
+    return value
+
+
 def expected_stds(depths: Sequence[int], alpha: float) -> List[List[float]]:
     """Expected std of the input of every block (paper Sec. 3).
 

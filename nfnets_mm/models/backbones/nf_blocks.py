@@ -6,6 +6,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from ..layers import NFSqueezeExcite, StochasticDepth, build_nf_act, build_nf_conv
+from .nf_base import check_bool
 
 
 class _NFResidualBase(BaseModule):
@@ -49,7 +50,7 @@ class _NFResidualBase(BaseModule):
         self.normalized = norm_cfg is not None
         self.beta = 1.0 if self.normalized else beta
         self.alpha = 1.0 if self.normalized else alpha
-        self.fold_scales = bool(fold_scales)
+        self.fold_scales = check_bool('fold_scales', fold_scales)
 
     def _build_act(self, act_cfg: dict, norm_cfg: Optional[dict]) -> nn.Module:
         """A gamma activation that feeds only WS convs (gamma folded when folding)."""

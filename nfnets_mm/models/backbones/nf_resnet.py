@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from nfnets_mm.registry import MODELS
 from ..layers import MaxPool2dSame, build_nf_act, build_nf_conv
-from .nf_base import NFBackboneBase, make_stages
+from .nf_base import NFBackboneBase, check_bool, make_stages
 from .nf_blocks import NFResNetBottleneck
 
 
@@ -83,7 +83,7 @@ class NFResNet(NFBackboneBase):
                            f'{", ".join(str(d) for d in self.arch_settings)}.')
         self.depth = depth
         self.avg_down = avg_down
-        self.fold_scales = bool(fold_scales)
+        self.fold_scales = check_bool('fold_scales', fold_scales)
         conv = dict(padding=padding, ws_eps=ws_eps, ws_eps_mode=ws_eps_mode, norm_cfg=norm_cfg)
         if padding == 'same':
             pool = MaxPool2dSame(3, 2)
