@@ -20,6 +20,14 @@ step computes.
    and ``NFNeckWiringCheckHook``) on a 64 px demo COCO set, with ``compile=dict(...)``,
    trains two iterations; its losses and final weights equal those of the same runner
    without ``compile`` (same seed, so the same initial weights, batches and RoI samples).
+   Both runs standardize weights with the plain Eq. 1 formula (``fused_ws=False``), the
+   one the compiled path records: the eager default, the fused op, differs from it by
+   rounding only (~5e-7 relative on the backbone's outputs, tested in
+   ``tests/test_ws_fused.py`` and, compiled, ``tests/test_compile.py``), but at
+   initialization the RPN's objectness scores nearly tie, so such rounding reorders the
+   proposals, changes the sampled RoIs and moves ``loss_cls`` by 1e-3: with the same
+   formula the compiled run must reproduce the eager one to fp32 tolerance (it does
+   bitwise).
    The graphs the runner's ``torch.compile`` call builds are recorded (``torch.compile``
    is wrapped only to add a recording step in front of the configured backend; the call
    itself is the runner's, checked to be ``torch.compile(model.train_step, **compile)``):
@@ -27,9 +35,9 @@ step computes.
 
 Backend of the runner test: ``'eager'``.  Dynamo's tracing is where graph breaks,
 guards and recompiles come from and where the compiled path takes other code than the
-eager one (``ScaledStdConv2d`` records the plain Eq. 1 formula instead of the fused
-standardization op, the AGC update runs under ``torch.compiler.disable``); ``eager``
-runs the traced graphs with eager kernels.  ``'aot_eager'`` adds AOTAutograd on each of
+eager one (``ScaledStdConv2d``'s ``is_compiling()`` branch, the AGC update under
+``torch.compiler.disable``, graphs resumed after each break); ``eager`` runs the traced
+graphs with eager kernels.  ``'aot_eager'`` adds AOTAutograd on each of
 the ~100 detector graphs and doubles the compiled run (80-100 s against 45-50 s on the
 shared 2-core CPU), for a check that ``tests/test_compile.py`` already makes on the
 backbone's own graph (aot_eager forward and backward against eager).
@@ -162,21 +170,19 @@ def run(cfg: Config):
     return runner, initial, losses, weights
 
 
-def backbone_convs_per_graph(graphs, backbone_convs):
-    """For each recorded Dynamo graph, the backbone WS convs (names relative to the
-    backbone) its nodes were traced from (``nn_module_stack`` paths such as
-    ``L['self'].backbone.stages.0.0.conv1``)."""
+def backbone_convs_per_graph(graphs, backbone):
+    """The backbone WS convs (names in the backbone) each recorded Dynamo graph holds, for
+    the graphs that hold any: a node's ``nn_module_stack`` is keyed by ``id(module)`` of
+    the modules it was traced in, wherever the graph's frame starts."""
+    convs = {str(id(m)): name for name, m in backbone.named_modules()
+             if isinstance(m, ScaledStdConv2d)}
     per_graph = []
     for gm in graphs:
-        found = set()
-        for node in gm.graph.nodes:
-            for path, module_type in (node.meta.get('nn_module_stack') or {}).values():
-                if issubclass(module_type, ScaledStdConv2d) and '.backbone.' in path:
-                    found.add(path.split('.backbone.', 1)[1])
-        per_graph.append(found)
-    for found in per_graph:
-        assert found <= backbone_convs, found - backbone_convs
-    return [found for found in per_graph if found]
+        found = {convs[key] for node in gm.graph.nodes
+                 for key in (node.meta.get('nn_module_stack') or {}) if key in convs}
+        if found:
+            per_graph.append(found)
+    return per_graph
 
 
 def test_compiled_mask_rcnn_train_step_matches_eager_with_the_backbone_in_one_graph(
@@ -185,6 +191,8 @@ def test_compiled_mask_rcnn_train_step_matches_eager_with_the_backbone_in_one_gr
     same losses and weights; the backbone in one graph, built once."""
     from torch._dynamo.backends.registry import lookup_backend
 
+    # the WS formula the compiled path records, in both runs (see the module docstring)
+    monkeypatch.setattr(ScaledStdConv2d, 'fused_ws', False)
     _, initial_weights, eager_losses, eager_weights = run(
         demo_runner_cfg(coco_root, str(tmp_path / 'eager')))
 
@@ -213,9 +221,10 @@ def test_compiled_mask_rcnn_train_step_matches_eager_with_the_backbone_in_one_gr
 
     # one graph holds every WS conv of the backbone: no break inside it; and it was built
     # once for both steps (same input size), not recompiled every step
-    backbone_convs = {n for n, m in runner.model.backbone.named_modules()
-                      if isinstance(m, ScaledStdConv2d)}
-    with_backbone = backbone_convs_per_graph(graphs, backbone_convs)
+    backbone = runner.model.backbone
+    backbone_convs = {n for n, m in backbone.named_modules() if isinstance(m, ScaledStdConv2d)}
+    assert len(backbone_convs) > 20
+    with_backbone = backbone_convs_per_graph(graphs, backbone)
     assert with_backbone == [backbone_convs], [sorted(g) for g in with_backbone]
 
     # the compiled step computes the eager step from the same initial weights
@@ -225,10 +234,12 @@ def test_compiled_mask_rcnn_train_step_matches_eager_with_the_backbone_in_one_gr
     assert set(losses) == set(eager_losses) and 'train/loss_mask' in losses
     for key, values in eager_losses.items():
         assert len(values) == ITERS
-        torch.testing.assert_close(losses[key], values, rtol=1e-5, atol=1e-6, msg=key)
+        torch.testing.assert_close(losses[key], values, rtol=1e-5, atol=1e-6,
+                                   msg=lambda m, key=key: f'{key}: {m}')
     assert eager_losses['train/loss'][0] != eager_losses['train/loss'][1]
     for name, value in eager_weights.items():
-        torch.testing.assert_close(weights[name], value, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(weights[name], value, rtol=1e-5, atol=1e-6,
+                                   msg=lambda m, name=name: f'{name}: {m}')
     # ... which the two updates moved (the comparison is not one of initial weights)
     moved = {n for n, p in eager_weights.items() if not torch.equal(p, initial_weights[n])}
     assert any(n.startswith('backbone.stages.') for n in moved)
