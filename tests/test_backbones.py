@@ -232,3 +232,43 @@ def test_nf_resnet_avg_down_changes_only_strided_shortcuts(size):
     torch.testing.assert_close(outs_p[0], outs_s[0], rtol=0, atol=0)
     for out_s, out_p in zip(outs_s[1:], outs_p[1:]):
         assert (out_p - out_s).abs().max() > 1e-3 * out_s.abs().max()
+
+
+def _nf_backbone(kind: str, **kwargs) -> nn.Module:
+    torch.manual_seed(0)
+    if kind == 'NFNet':
+        return NFNet(arch=TINY_NFNET_ARCH, skipinit_value=0.5, drop_path_rate=0., **kwargs)
+    return NFResNet(depth=26, stem_channels=8, se_ratio=0.25, skipinit_value=0.5,
+                    drop_path_rate=0., **kwargs)
+
+
+@pytest.mark.parametrize('kind', ['NFNet', 'NFResNet'])
+def test_channels_last_backbone_equals_contiguous(kind):
+    """``memory_format='channels_last'``: NHWC weights from the build on (a checkpoint
+    load keeps them NHWC), NHWC activations, NHWC gradients, the contiguous model's
+    outputs and gradients, and the same state dict keys."""
+    ref = _nf_backbone(kind, out_indices=(0, 1, 2, 3))
+    model = _nf_backbone(kind, out_indices=(0, 1, 2, 3), memory_format='channels_last')
+    conv_weights = [p for p in model.parameters() if p.dim() == 4]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
+    assert any(not p.is_contiguous() for p in conv_weights)  # 1x1 weights are both
+    model.load_state_dict(ref.state_dict())
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
+    assert list(model.state_dict()) == list(ref.state_dict())
+
+    x = torch.randn(2, 3, 64, 64)
+    outs, ref_outs = model(x), ref(x)
+    for out, expected in zip(outs, ref_outs):
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    sum(o.square().mean() for o in outs).backward()
+    sum(o.square().mean() for o in ref_outs).backward()
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        if p.dim() == 4:
+            assert p.grad.is_contiguous(memory_format=torch.channels_last), name
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_memory_format_refuses_unknown_values():
+    with pytest.raises(ValueError, match="contiguous, channels_last, got 'nhwc'"):
+        NFNet(arch=TINY_NFNET_ARCH, memory_format='nhwc')

@@ -91,9 +91,13 @@ def nfnet_out_channels(arch) -> int:
         return NFNet(arch=arch).out_channels[-1]
 
 
-def nfnet_config(arch: str, tiny: bool):
-    """The recipe config of ``arch`` (``configs/nfnet/{arch}_imagenet.py``), a fresh copy."""
-    return copy.deepcopy(_nfnet_config(arch, tiny))
+def nfnet_config(arch: str, tiny: bool, memory_format: Optional[str] = None):
+    """The recipe config of ``arch`` (``configs/nfnet/{arch}_imagenet.py``), a fresh copy;
+    ``memory_format`` sets the backbone's own option (what a user sets), if given."""
+    cfg = copy.deepcopy(_nfnet_config(arch, tiny))
+    if memory_format is not None:
+        cfg.model.backbone.memory_format = memory_format
+    return cfg
 
 
 @functools.lru_cache(maxsize=None)
@@ -212,7 +216,8 @@ def _channels_last_inputs(model: nn.Module) -> None:
     """Make the data preprocessor hand the network channels_last inputs.
 
     MMEngine/MMPretrain have no memory-format option; the preprocessor's output is
-    re-laid-out once per step (what a ``channels_last`` option would do).
+    re-laid-out once per step (what the NF backbones' ``memory_format='channels_last'``
+    does, which ``nfnets_mm`` steps also set; this covers MMPretrain's ResNet-50).
     """
     preprocessor = model.data_preprocessor
     forward = preprocessor.forward
@@ -286,7 +291,7 @@ def mm_train_step(cfg, setting: Setting, soft: bool = False,
 
 
 def nfnets_mm_train_step(setting: Setting) -> Callable[[], object]:
-    cfg = nfnet_config(setting.arch, setting.tiny)
+    cfg = nfnet_config(setting.arch, setting.tiny, setting.memory_format)
     return mm_train_step(cfg, setting, soft=not mixes_in_step(cfg))
 
 
@@ -305,7 +310,7 @@ def unfused_ws(model: nn.Module) -> None:
 
 def nfnets_mm_unfused_ws_train_step(setting: Setting) -> Callable[[], object]:
     """``nfnets_mm`` with ``ScaledStdConv2d.fused_ws = False``: what the fused WS op saves."""
-    cfg = nfnet_config(setting.arch, setting.tiny)
+    cfg = nfnet_config(setting.arch, setting.tiny, setting.memory_format)
     return mm_train_step(cfg, setting, soft=not mixes_in_step(cfg), prepare=unfused_ws)
 
 
@@ -460,7 +465,7 @@ def inference_models(setting: Setting, contenders) -> dict:
         return call
 
     if 'nfnets_mm' in contenders:
-        cfg = nfnet_config(setting.arch, setting.tiny)
+        cfg = nfnet_config(setting.arch, setting.tiny, setting.memory_format)
         ws_model, ws_fn = prepare(MODELS.build(cfg.model))
 
         def ws_every_forward(x):

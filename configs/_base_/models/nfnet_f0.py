@@ -9,7 +9,12 @@ model = dict(
         type='NFNet',
         arch='F0',
         # Released ImageNet recipe: stochastic depth 0.25 * i / N on block i of N.
-        drop_path_rate=get_variant('F0').drop_path_rate),
+        drop_path_rate=get_variant('F0').drop_path_rate,
+        # Layout of weights and activations. 'channels_last' (NHWC) is the native layout
+        # of tensor-core convolutions and usually trains faster under AMP; it stays off by
+        # default until a GPU run of `bash tools/analysis/gpu_benchmarks.sh` measures it
+        # against 'contiguous' for this recipe (docs/benchmarks.md, issue 10 targets).
+        memory_format='contiguous'),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
         type='NFNetClsHead',

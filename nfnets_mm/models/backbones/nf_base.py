@@ -42,6 +42,18 @@ def check_bool(name: str, value) -> bool:
     return value
 
 
+#: ``memory_format`` choices of the NF backbones.
+MEMORY_FORMATS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
+
+
+def check_memory_format(value: str) -> torch.memory_format:
+    """The torch memory format named ``value`` (a key of :data:`MEMORY_FORMATS`)."""
+    if value not in MEMORY_FORMATS:
+        raise ValueError(f'memory_format must be one of {", ".join(MEMORY_FORMATS)}, '
+                         f'got {value!r}.')
+    return MEMORY_FORMATS[value]
+
+
 def expected_stds(depths: Sequence[int], alpha: float) -> List[List[float]]:
     """Expected std of the input of every block (paper Sec. 3).
 
@@ -67,12 +79,25 @@ class NFBackboneBase(BaseModule):
     Subclasses build ``self.stem`` (a module), ``self.stages`` (a ``ModuleList`` of
     ``Sequential`` of blocks) and optionally ``self.final`` (applied to the last stage's
     output), and fill ``self.stage_channels``.  This class handles ``out_indices``,
-    ``frozen_stages``, ``norm_eval`` and ``switch_to_deploy``.
+    ``frozen_stages``, ``norm_eval``, ``memory_format`` and ``switch_to_deploy``.
+
+    ``memory_format='channels_last'`` stores every 4-d weight in NHWC order when the
+    backbone is built, i.e. before the runner wraps it in DistributedDataParallel (whose
+    gradient buckets follow the parameters' strides as they are then) and before the EMA
+    hook copies it; loading a checkpoint copies into these tensors and keeps their
+    layout.  ``forward`` hands the input to the stem in the same format, so that every
+    activation stays NHWC.  The numbers are the same as contiguous (within the
+    convolution algorithms' rounding); what differs is speed: NHWC is the native layout
+    of tensor-core convolutions.  MMEngine and MMPretrain have no memory-format option,
+    hence this one; ``tools/analysis/benchmark.py --formats`` measures both.
     """
 
     def __init__(self, out_indices: Sequence[int] = (-1, ), frozen_stages: int = -1,
-                 norm_eval: bool = False, init_cfg=None) -> None:
+                 norm_eval: bool = False, memory_format: str = 'contiguous',
+                 init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
+        self.memory_format = memory_format
+        self._torch_memory_format = check_memory_format(memory_format)
         self._out_indices_arg = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -103,6 +128,8 @@ class NFBackboneBase(BaseModule):
             raise ValueError(f'frozen_stages must be in [-1, {num_stages}], got '
                              f'{self.frozen_stages}.')
         self._freeze_stages()
+        if self.memory_format != 'contiguous':
+            self.to(memory_format=self._torch_memory_format)
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:
@@ -122,6 +149,8 @@ class NFBackboneBase(BaseModule):
             tuple[Tensor]: one :math:`(N, C_i, H_i, W_i)` map per ``out_indices`` entry,
             with ``C_i = self.out_channels[k]``.
         """
+        if self.memory_format != 'contiguous' and x.dim() == 4:
+            x = x.contiguous(memory_format=self._torch_memory_format)
         x = self.stem(x)
         outs = []
         last = len(self.stages) - 1

@@ -76,8 +76,9 @@ class NFResNet(NFBackboneBase):
                  with_final_act: bool = True,
                  norm_cfg: Optional[dict] = None,
                  fold_scales: bool = True,
+                 memory_format: str = 'contiguous',
                  init_cfg: Optional[Union[dict, list]] = None) -> None:
-        super().__init__(out_indices, frozen_stages, norm_eval, init_cfg)
+        super().__init__(out_indices, frozen_stages, norm_eval, memory_format, init_cfg)
         if depth not in self.arch_settings:
             raise KeyError(f'Invalid depth {depth} for NFResNet; valid depths are '
                            f'{", ".join(str(d) for d in self.arch_settings)}.')
