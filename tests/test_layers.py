@@ -72,6 +72,18 @@ def test_same_padding_matches_tf_rule(size, kernel, stride):
     torch.testing.assert_close(out, expected)
 
 
+def test_same_padding_amount_equals_tf_formula_everywhere():
+    """The remainder form of ``same_padding_amount`` against TF's ceil form."""
+    for size in range(1, 90):
+        for kernel in (1, 2, 3, 5, 7):
+            for stride in (1, 2, 3, 4):
+                for dilation in (1, 2):
+                    effective = (kernel - 1) * dilation + 1
+                    total = max((math.ceil(size / stride) - 1) * stride + effective - size, 0)
+                    assert same_padding_amount(size, kernel, stride, dilation) == (
+                        total // 2, total - total // 2), (size, kernel, stride, dilation)
+
+
 def test_maxpool_same_pads_with_minus_inf():
     x = -torch.rand(1, 1, 6, 6) - 1.0  # all negative: zero padding would win
     out = MaxPool2dSame(3, 2)(x)

@@ -163,7 +163,10 @@ class AGCOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     def __call__(self, model: nn.Module) -> OptimWrapper:
         if hasattr(model, 'module'):
             model = model.module
-        optimizer_cfg = copy.deepcopy(self.optimizer_cfg)
+        # A plain dict: assigned into a ConfigDict, the param groups would become ConfigDicts,
+        # which Dynamo cannot trace in optimizer.step() when a config sets compile= (the
+        # runner compiles train_step): InternalTorchDynamoError in torch/optim/sgd.py.
+        optimizer_cfg = dict(copy.deepcopy(self.optimizer_cfg))
         groups: List[dict] = []
         self.add_params(groups, model)
         self._apply_nf_no_decay(groups, model)
