@@ -369,11 +369,12 @@ def test_wrapper_step_equals_reference_and_excluded_untouched(fused):
                               eq3_clip(p, g + wd * p.detach(), clipping)[0])
 
 
-def test_message_hub_scalars():
+@FUSED
+def test_message_hub_scalars(fused):
     clipping = 0.5  # some units clipped, some not
     model = make_model()
     ref = ReferenceTrainer(model, clipping, 0.1, 2e-5)
-    wrapper = build_optim_wrapper(model, agc_cfg(clipping))
+    wrapper = build_optim_wrapper(model, agc_cfg(clipping, fused=fused))
     fractions = []
     for step in range(2):
         batch = make_batch(10 + step)
@@ -541,11 +542,12 @@ def build_amp_wrapper(model: nn.Module, monkeypatch, clipping: float, lr: float,
     return wrapper
 
 
-def test_amp_clips_unscaled_grads_like_fp32(monkeypatch):
+@FUSED
+def test_amp_clips_unscaled_grads_like_fp32(monkeypatch, fused):
     clipping, lr, wd = 0.02, 0.05, 2e-5
     fp32_model, amp_model = make_model(), make_model()
     fp32 = build_optim_wrapper(fp32_model, agc_cfg(clipping, lr, wd))
-    amp = build_amp_wrapper(amp_model, monkeypatch, clipping, lr, wd)
+    amp = build_amp_wrapper(amp_model, monkeypatch, clipping, lr, wd, fused=fused)
     for step in range(2):
         batch = make_batch(30 + step)
         fp32.update_params(loss_fn(fp32_model, batch))
@@ -880,11 +882,12 @@ def test_nonfinite_loss_in_a_runner_keeps_the_weights_finite(tmp_path):
     assert skipped.data[0].tolist() == [0, 0, 0, 1, 0, 0, 0, 0] * 2
 
 
-def test_accumulated_update_with_one_nan_micro_batch_is_skipped_once():
+@FUSED
+def test_accumulated_update_with_one_nan_micro_batch_is_skipped_once(fused):
     """``accumulative_counts=2``: a NaN in one micro-batch poisons the summed gradient; the
     whole update is skipped and counted once, and the next update is unaffected."""
     model, twin = make_model(), make_model()
-    cfg = agc_cfg(0.02, 0.05, 2e-5)
+    cfg = agc_cfg(0.02, 0.05, 2e-5, fused=fused)
     cfg['accumulative_counts'] = 2
     wrapper, twin_wrapper = build_optim_wrapper(model, cfg), build_optim_wrapper(twin, cfg)
     params, _ = _snapshot(model, wrapper)
@@ -917,9 +920,10 @@ def test_max_consecutive_skips_validated():
     assert wrapper.consecutive_skips == 30
 
 
-def test_amp_overflow_is_counted_and_logged_as_skipped(monkeypatch):
+@FUSED
+def test_amp_overflow_is_counted_and_logged_as_skipped(monkeypatch, fused):
     model = make_model()
-    wrapper = build_amp_wrapper(model, monkeypatch, 0.01, 0.1, 2e-5)
+    wrapper = build_amp_wrapper(model, monkeypatch, 0.01, 0.1, 2e-5, fused=fused)
     _poisoned_backward(wrapper, model, make_batch(0), value=float('inf'))
     wrapper.step()
     wrapper.zero_grad()

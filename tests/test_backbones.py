@@ -256,7 +256,7 @@ def test_channels_last_backbone_equals_contiguous(kind):
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
     assert list(model.state_dict()) == list(ref.state_dict())
 
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 32, 32)
     outs, ref_outs = model(x), ref(x)
     for out, expected in zip(outs, ref_outs):
         assert out.is_contiguous(memory_format=torch.channels_last)
@@ -272,3 +272,5 @@ def test_channels_last_backbone_equals_contiguous(kind):
 def test_memory_format_refuses_unknown_values():
     with pytest.raises(ValueError, match="contiguous, channels_last, got 'nhwc'"):
         NFNet(arch=TINY_NFNET_ARCH, memory_format='nhwc')
+    with pytest.raises(ValueError, match="contiguous, channels_last, got"):
+        NFNet(arch=TINY_NFNET_ARCH, memory_format=['channels_last'])

@@ -250,8 +250,8 @@ def test_gpu_script_commands_parse():
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     commands = result.stdout.strip().splitlines()
-    names = ['train_f0_b128', 'agc', 'train_compile', 'infer', 'train_f0_batches',
-             'train_f0_fp16', 'train_f1_f2']
+    names = ['train_f0_b128', 'agc', 'train_compile', 'agc_fused', 'infer',
+             'train_f0_batches', 'train_f0_fp16', 'train_f1_f2']
     assert [c.rsplit('/.', 1)[1] for c in commands] == names
     for command in commands:
         argv = command.split()[2:]  # drop "<python> tools/analysis/benchmark.py"
@@ -260,7 +260,8 @@ def test_gpu_script_commands_parse():
         assert args.out_dir.startswith('/nonexistent/out/.')
         assert args.warmup == 3 and args.rounds == 5 and args.iters == 3
     assert '--modes eager compile' in commands[2]
-    assert '--archs F1 F2' in commands[6]
+    assert '--no-fused-agc' in commands[1] and '--no-fused-agc' not in commands[3]
+    assert '--archs F1 F2' in commands[7]
     bad = subprocess.run(['bash', script], cwd=REPO_ROOT, env=dict(env, PARTS='nope'),
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and 'valid parts: train_f0_b128 agc' in bad.stderr

@@ -156,35 +156,38 @@ def test_compiled_step_with_agc_does_not_recompile_every_step():
         torch.testing.assert_close(compiled, eager)
 
 
-@pytest.mark.parametrize('fused_agc', [False, True], ids=['eager-agc', 'fused-agc'])
-def test_runner_compile_option_trains_the_classifier_like_eager(tmp_path, fused_agc):
+def test_runner_compile_option_trains_the_classifier_like_eager(tmp_path):
     """``compile=`` in a classifier config, end to end: a ``Runner`` with the AGC
     constructor and wrapper (whose param groups once made Dynamo fail in
     ``optimizer.step``) trains 3 iterations compiled and ends where the eager run ends
-    (the compiled backbone uses the plain WS formula, eager the fused op: rounding only).
-    With ``clip_grad.fused`` the AGC pass is itself compiled, inside the compiled step."""
+    (the compiled backbone uses the plain WS formula, eager the fused op: rounding only);
+    once with the eager AGC update and once with ``clip_grad.fused`` (its graph run from
+    inside the skipped ``_agc_update`` is checked in tests/test_agc_fused.py).  Backend ``eager``: the failure was in Dynamo's
+    tracing, which every backend shares (AOTAutograd is checked on the backbone above)."""
     from mmengine.config import Config
     from mmengine.runner import Runner
     from tiny_runner_cfg import make_tiny_data, tiny_runner_cfg
     data_root = make_tiny_data(tmp_path / 'data')
-    weights = []
-    for compiled in (False, True):
-        cfg = tiny_runner_cfg(data_root, str(tmp_path / f'work_{compiled}'), 3)
+    weights = {}
+    for run, (compiled, fused_agc) in {'eager': (False, False), 'compiled': (True, False),
+                                       'compiled, fused AGC': (True, True)}.items():
+        cfg = tiny_runner_cfg(data_root, str(tmp_path / run.replace(', ', '_')), 3)
         cfg['default_hooks']['checkpoint'] = dict(type='CheckpointHook', interval=100,
                                                   by_epoch=False)
         if fused_agc:
             cfg['optim_wrapper']['clip_grad']['fused'] = dict(backend='aot_eager')
         if compiled:
-            cfg['compile'] = dict(backend='aot_eager')
+            cfg['compile'] = dict(backend='eager')
         runner = Runner.from_cfg(Config(cfg))  # the runner reads compile= from its config
         runner.train()
         assert (runner.optim_wrapper.compiled_agc is not None) == fused_agc
         if compiled:  # what Runner._maybe_compile installed
-            assert runner.model.train_step is not type(runner.model).train_step
             assert hasattr(runner.model.train_step, '_torchdynamo_orig_callable')
-        weights.append({k: v.clone() for k, v in runner.model.state_dict().items()})
-    for name, eager in weights[0].items():
-        torch.testing.assert_close(weights[1][name], eager, rtol=1e-4, atol=1e-6, msg=name)
+        weights[run] = {k: v.clone() for k, v in runner.model.state_dict().items()}
+    for run in ('compiled', 'compiled, fused AGC'):
+        for name, eager in weights['eager'].items():
+            torch.testing.assert_close(weights[run][name], eager, rtol=1e-4, atol=1e-6,
+                                       msg=f'{run}: {name}')
     initial = Runner(**tiny_runner_cfg(data_root, str(tmp_path / 'init'), 3)).model.state_dict()
-    moved = sum(not torch.equal(initial[k], v) for k, v in weights[0].items())
-    assert moved > len(weights[0]) // 2  # the runs trained
+    moved = sum(not torch.equal(initial[k], v) for k, v in weights['eager'].items())
+    assert moved > len(initial) // 2  # the runs trained

@@ -208,12 +208,27 @@ def test_low_precision_folded_backbone(dtype):
     assert all(torch.isfinite(p.grad).all() for p in low.parameters())
 
 
-def test_autocast_merge_keeps_the_low_precision_dtype():
-    """Under CPU autocast (bf16) the merge's fp32 skip gain must not promote the stream."""
+def test_autocast_merge_keeps_the_low_precision_dtype(monkeypatch):
+    """Under autocast (bf16) the merge's fp32 skip gain must not promote the stream.
+
+    CPU autocast leaves ``addcmul`` alone, CUDA autocast runs it in the widest dtype of its
+    inputs; so the device-independent check is on ``addcmul``'s arguments: the factor is
+    in the branch's dtype (a 0-d fp32 skip gain, without SE in eval, would not be)."""
     folded, _ = _pair('nfresnet-nose-same')
+    folded.eval()
+    calls = []
+    addcmul = torch.addcmul
+
+    def recording_addcmul(shortcut, branch, factor, *args, **kwargs):
+        calls.append((branch.dtype, factor.dtype, factor.dim()))
+        return addcmul(shortcut, branch, factor, *args, **kwargs)
+
+    monkeypatch.setattr(torch, 'addcmul', recording_addcmul)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         outs = folded(torch.randn(2, 3, 32, 32))
     assert all(o.dtype == torch.bfloat16 for o in outs)
+    assert calls and any(dim == 0 for _, _, dim in calls)  # the skip-gain-only factor
+    assert all(factor == branch == torch.bfloat16 for branch, factor, _ in calls), calls
 
 
 def test_folded_backbone_traces_without_graph_breaks():

@@ -12,8 +12,11 @@ of the parameter and gradient lists and hands it to ``torch.compile`` with
 * one graph, no graph break, no host synchronisation inside (``fullgraph=True`` refuses
   a ``.item()`` or a data-dependent branch), static shapes: the code generator is free
   to fuse each tensor's two norms into one read of ``W`` and ``G`` and the factor into
-  the one read-modify-write of ``G``, and the graph is CUDA-graph capturable (the
-  ``mode='reduce-overhead'`` option of ``torch.compile``);
+  the one read-modify-write of ``G``.  (No host sync is what CUDA-graph capture needs,
+  but ``mode='reduce-overhead'`` does not capture this graph: it rescales gradient
+  tensors that ``zero_grad`` re-allocates every step, and Inductor's CUDA graphs skip a
+  graph that mutates such non-static inputs.  Persistent gradient buffers would lift
+  that; they are not built.);
 * the statistics come back as one small tensor, read by the optimizer wrapper in its one
   host read per update (as for the eager path);
 * compiled once per parameter set: the guards check the tensors' shapes, dtypes and
@@ -52,6 +55,13 @@ class CompiledAGCResult(NamedTuple):
     finite: torch.Tensor
 
 
+def _unit_kind(g: torch.Tensor) -> int:
+    """Index in :data:`~.agc.UNIT_KINDS`: 0 weights, 1 gains and biases, 2 skip gains."""
+    if not is_single_unit(g):
+        return 0
+    return 2 if g.numel() == 1 else 1
+
+
 def _agc_pass(params: List[torch.Tensor], grads: List[torch.Tensor],
               clippings: List[float], checked: List[torch.Tensor], eps: float,
               grad_eps: float) -> torch.Tensor:
@@ -70,13 +80,12 @@ def _agc_pass(params: List[torch.Tensor], grads: List[torch.Tensor],
     finite = torch.ones((), device=device, dtype=torch.bool)
     for p, g, clipping in zip(params, grads, clippings):
         dtype = norm_dtype(g.dtype)
-        if is_single_unit(g):
-            kind = 2 if g.numel() == 1 else 1
+        kind = _unit_kind(g)
+        if kind:
             p_norm = torch.linalg.vector_norm(p, dtype=dtype)
             g_norm = torch.linalg.vector_norm(g, dtype=dtype)
             factor_shape: Tuple[int, ...] = ()
         else:
-            kind = 0
             rows = g.shape[0]
             dims = tuple(range(1, g.ndim))
             p_norm = torch.linalg.vector_norm(p, dim=dims, dtype=dtype)
@@ -101,10 +110,8 @@ def _agc_pass(params: List[torch.Tensor], grads: List[torch.Tensor],
 def _units(grads: Sequence[torch.Tensor]) -> Tuple[int, int, int, int]:
     by_kind = [0, 0, 0]
     for g in grads:
-        if not is_single_unit(g):
-            by_kind[0] += g.shape[0]
-        else:
-            by_kind[2 if g.numel() == 1 else 1] += 1
+        kind = _unit_kind(g)
+        by_kind[kind] += g.shape[0] if kind == 0 else 1
     return (sum(by_kind), *by_kind)
 
 
@@ -116,7 +123,7 @@ class CompiledAGC:
         grad_eps (float): Floor of the gradient norm in the division.
         compile_cfg (dict, optional): ``torch.compile`` options among
             :data:`COMPILE_KEYS` (``backend``, default Inductor; ``mode``, e.g.
-            ``'reduce-overhead'`` for CUDA graphs or ``'max-autotune-no-cudagraphs'``;
+            ``'max-autotune-no-cudagraphs'``; not ``'reduce-overhead'``, see above);
             ``options``).  ``fullgraph=True`` and ``dynamic=False`` are always set.
 
     Call it with ``[(clipping, params), ...]`` (the AGC groups) and the parameters whose
@@ -132,7 +139,7 @@ class CompiledAGC:
         if unknown:
             raise KeyError(f'Unknown torch.compile options {sorted(unknown)} for the compiled '
                            f'AGC pass; valid keys are {", ".join(COMPILE_KEYS)}.')
-        self.eps, self.grad_eps, self.compile_cfg = float(eps), float(grad_eps), cfg
+        self.eps, self.grad_eps = float(eps), float(grad_eps)
         self._compiled = torch.compile(self._pass, fullgraph=True, dynamic=False, **cfg)
         self._units: Dict[tuple, Tuple[int, int, int, int]] = {}
 

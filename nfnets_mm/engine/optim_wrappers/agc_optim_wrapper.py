@@ -101,7 +101,7 @@ class AGCMixin:
     ratio ``train/agc_max_clip_ratio`` and ``train/agc_skipped`` in the message hub, all
     from the one host read above), ``max_consecutive_skips`` (25; ``None`` never stops),
     ``fused`` (``False``: eager multi-tensor AGC; ``True`` or a dict of ``torch.compile``
-    options such as ``dict(mode='reduce-overhead')``: the whole update, statistics and
+    options such as ``dict(mode='max-autotune-no-cudagraphs')``: the whole update, statistics and
     finiteness check included, as one compiled graph, :class:`~.agc_fused.CompiledAGC`;
     same results within fp32 rounding; compiled at the first update).  ``fused`` is off by
     default: its speed-up is a GPU measurement (``tools/analysis/benchmark.py agc``), and

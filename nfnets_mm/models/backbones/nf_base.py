@@ -48,7 +48,7 @@ MEMORY_FORMATS = {'contiguous': torch.contiguous_format, 'channels_last': torch.
 
 def check_memory_format(value: str) -> torch.memory_format:
     """The torch memory format named ``value`` (a key of :data:`MEMORY_FORMATS`)."""
-    if value not in MEMORY_FORMATS:
+    if not isinstance(value, str) or value not in MEMORY_FORMATS:
         raise ValueError(f'memory_format must be one of {", ".join(MEMORY_FORMATS)}, '
                          f'got {value!r}.')
     return MEMORY_FORMATS[value]

@@ -39,7 +39,9 @@ class _NFResidualBase(BaseModule):
     :math:`(N, C, 1, 1)` (or :math:`(N, 1, 1, 1)`, or scalar) factor :math:`s` and the
     merge is a single ``torch.addcmul(shortcut, branch, s)``.  Outputs and gradients agree
     with the literal computation (``fold_scales=False``) within floating-point rounding;
-    parameters and state dicts are identical.  Forward hooks on ``se`` and ``drop_path``
+    parameters and state dicts are identical (until ``switch_to_deploy``, which bakes each
+    conv's ``input_scale`` into its weight: a deployed state dict belongs to the
+    ``fold_scales`` setting it was deployed with).  Forward hooks on ``se`` and ``drop_path``
     do not fire on the folded path (their :meth:`~NFSqueezeExcite.channel_scale` and
     :meth:`~StochasticDepth.sample_mask` are called instead).
     """
@@ -114,9 +116,11 @@ class _NFResidualBase(BaseModule):
             factor = gain if factor is None else factor * gain
         if factor is None:
             return branch + shortcut
-        # A 0-d factor (the fp32 skip gain) keeps branch's dtype under AMP, as the
-        # unfolded product does; one with dims (SE, mask) is already in branch's dtype.
-        return torch.addcmul(shortcut, branch, factor)
+        # In branch's dtype: CUDA autocast runs addcmul in the widest dtype of its inputs
+        # (its "promote" list), so the fp32 skip gain (0-d; the factor when there is no SE
+        # and no active mask) would make the block's output, and with it the rest of the
+        # stage, fp32. The unfolded product ``branch * skip_gain`` stays in branch's dtype.
+        return torch.addcmul(shortcut, branch, factor.to(branch.dtype))
 
 
 class NFNetBlock(_NFResidualBase):

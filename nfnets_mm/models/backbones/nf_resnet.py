@@ -43,7 +43,7 @@ class NFResNet(NFBackboneBase):
             pre-activation also its ``1 / beta``) to the conv(s) they feed, and each block
             merges SE, stochastic depth, skip gain and alpha in one pass; ``False`` applies
             them one by one, for comparison. Same outputs within rounding, same state
-            dict. The final activation keeps its gamma. Defaults to True.
+            dict (until ``switch_to_deploy``, as for :class:`NFNet`). The final activation keeps its gamma. Defaults to True.
         Others: as :class:`NFNet` (``act_cfg`` defaults to ReLU).
     """
 

@@ -77,7 +77,8 @@ class NFNet(NFBackboneBase):
             gradients equal within floating-point rounding (tested to 1e-5 relative in
             fp32).  The final activation (read by the head) keeps its gamma.  ``False``
             computes module by module, for comparison.  Parameters and state dicts are the
-            same either way.
+            same either way (before ``switch_to_deploy``: the deployed weights include the
+            folded scales, so a deployed state dict needs the same ``fold_scales``).
         memory_format (str): ``'contiguous'`` (default) or ``'channels_last'``: the layout
             of the weights and activations (see :class:`NFBackboneBase`).  Same outputs;
             NHWC usually trains faster under AMP on tensor-core GPUs (measure:

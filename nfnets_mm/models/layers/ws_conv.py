@@ -139,8 +139,9 @@ class ScaledStdConv2d(nn.Conv2d):
         s += f', padding_mode_name={self.padding_mode_name!r}'
         if not self.deploy:
             s += f', eps={self.eps}, eps_mode={self.eps_mode!r}'
-        # After switch_to_deploy the scale is part of ``weight`` (shown for the record).
-        s += f', input_scale={self.input_scale}'
+        if self.input_scale != 1.0:
+            # After switch_to_deploy the scale is part of ``weight`` (shown for the record).
+            s += f', input_scale={self.input_scale}'
         return s + (', deploy=True' if self.deploy else '')
 
     def train(self, mode: bool = True):
