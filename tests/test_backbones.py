@@ -274,3 +274,22 @@ def test_memory_format_refuses_unknown_values():
         NFNet(arch=TINY_NFNET_ARCH, memory_format='nhwc')
     with pytest.raises(ValueError, match="contiguous, channels_last, got"):
         NFNet(arch=TINY_NFNET_ARCH, memory_format=['channels_last'])
+
+
+def test_channels_last_survives_the_runner_and_its_ema_copy(tmp_path):
+    """Through a Runner (init_weights, the EMA hook's copy, checkpoint saving and the
+    training steps), the weights and their EMA averages stay NHWC."""
+    from mmengine.runner import Runner
+    from tiny_runner_cfg import make_tiny_data, tiny_runner_cfg
+    cfg = tiny_runner_cfg(make_tiny_data(tmp_path / 'data'), str(tmp_path / 'work'), 2,
+                          custom_hooks=[dict(type='NFWarmupEMAHook', ema_type='NFDeepMindEMA',
+                                             momentum=1e-2, warmup=True, priority='ABOVE_NORMAL')])
+    cfg['model']['backbone']['memory_format'] = 'channels_last'
+    runner = Runner(**cfg)
+    runner.train()
+    ema = next(h for h in runner.hooks if type(h).__name__ == 'WarmupEMAHook').ema_model
+    for model in (runner.model, ema.module):
+        weights = [p for n, p in model.named_parameters() if p.dim() == 4]
+        assert weights and all(p.is_contiguous(memory_format=torch.channels_last)
+                               for p in weights)
+    assert runner.iter == 2
