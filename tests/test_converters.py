@@ -232,7 +232,7 @@ def _expected_targets(params: dict, arch: dict) -> dict:
 
     def put(key, value):
         assert key not in out
-        out[key] = torch.from_numpy(np.ascontiguousarray(value))
+        out[key] = torch.from_numpy(np.array(value, order='C'))  # keeps 0-d skip gains 0-d
 
     def conv(prefix, group):
         for p, v in group.items():

@@ -2,14 +2,14 @@
 table, shape-ratio inference, the target model's shapes and the placement check.
 """
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
 from nfnets_mm.variants import NFNET_VARIANTS
 
 __all__ = ['ConversionError', 'same', 'ratio', 'nfnet_variant_arch', 'match_nfnet_variant',
-           'classifier_config', 'target_shapes', 'check_placement']
+           'classifier_config', 'target_shapes', 'check_placement', 'place_tensors']
 
 
 class ConversionError(ValueError):
@@ -111,3 +111,36 @@ def check_placement(shapes: Dict[str, Tuple[int, ...]],
     if shape_errors:
         problems.append('shape mismatches: ' + '; '.join(list(shape_errors)[:10]))
     return problems
+
+
+def place_tensors(plan: Iterable[Tuple[str, Optional[str], Any]],
+                  shapes: 'OrderedDict[str, Tuple[int, ...]]',
+                  make_tensor: Callable[[Optional[str], Any, Tuple[int, ...]], torch.Tensor],
+                  source_shape: Callable[[Optional[str]], Any],
+                  unknown: Sequence[str] = ()
+                  ) -> Tuple['OrderedDict[str, torch.Tensor]', List[str]]:
+    """Fill the target state dict from a converter's ``(target, source, how)`` plan.
+
+    ``make_tensor(source, how, target_shape)`` gives the converted tensor of one entry;
+    ``source_shape(source)`` describes the source in shape errors.  Returns the state dict
+    in the model's key order (``shapes``) and the problems (:func:`check_placement`); the
+    state dict is only complete when there are none.
+    """
+    state_dict: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
+    sources_of: Dict[str, List[Optional[str]]] = {}
+    unexpected, shape_errors = [], []
+    for target, source, how in plan:
+        sources_of.setdefault(target, []).append(source)
+        if target not in shapes:
+            unexpected.append(f'{source} -> {target}')
+            continue
+        tensor = make_tensor(source, how, shapes[target])
+        if tuple(tensor.shape) != shapes[target]:
+            shape_errors.append(f'{source} {source_shape(source)} -> {target} '
+                                f'{tuple(tensor.shape)}, expected {shapes[target]}')
+            continue
+        state_dict[target] = tensor
+    problems = check_placement(shapes, sources_of, unexpected, shape_errors, unknown)
+    if problems:
+        return state_dict, problems
+    return OrderedDict((k, state_dict[k]) for k in shapes), problems

@@ -34,7 +34,7 @@ import torch
 from nfnets_mm.utils.checkpoint_io import refuse_existing, save_checkpoint_atomic
 from nfnets_mm.utils.safe_checkpoint import UnsafePickleError, restricted_load
 from nfnets_mm.variants import NFNET_VARIANTS
-from ._common import (ConversionError, check_placement, classifier_config,
+from ._common import (ConversionError, classifier_config, place_tensors,
                       match_nfnet_variant, nfnet_variant_arch, ratio, same, target_shapes)
 
 __all__ = ['DM_BACKBONE_SETTINGS', 'UnsafePickleError', 'UnreadableSourceError', 'read_haiku_file',
@@ -414,25 +414,15 @@ def convert_params(flat: Dict[str, np.ndarray], variant: Optional[str] = None
     cfg = model_config(name if name else arch, num_classes, final_channels)
     shapes = target_shapes(cfg)
 
-    mapping = build_mapping(parsed, arch['depths'])
-    state_dict: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
-    sources_of: Dict[str, List[str]] = {}
-    unexpected, shape_errors = [], []
-    for target, source, kind in mapping:
-        sources_of.setdefault(target, []).append(source)
-        if target not in shapes:
-            unexpected.append(f'{source} -> {target}')
-            continue
+    def make_tensor(source, kind, _):
         array = _transform(flat[source], kind, source)
-        if tuple(array.shape) != shapes[target]:
-            shape_errors.append(f'{source} {tuple(flat[source].shape)} -> {target} '
-                                f'{tuple(array.shape)}, expected {shapes[target]}')
-            continue
-        state_dict[target] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    problems = check_placement(shapes, sources_of, unexpected, shape_errors)
+        # np.array, not np.ascontiguousarray: that one turns a 0-d skip gain into shape (1,)
+        return torch.from_numpy(np.array(array, dtype=np.float32, order='C'))
+
+    state_dict, problems = place_tensors(build_mapping(parsed, arch['depths']), shapes,
+                                         make_tensor, lambda s: tuple(flat[s].shape))
     if problems:
         raise ConversionError('cannot convert the DeepMind checkpoint: ' + ' | '.join(problems))
-    state_dict = OrderedDict((k, state_dict[k]) for k in shapes)  # model order
     meta = dict(
         converted_from='deepmind_haiku',
         converter='nfnets_mm.converters.deepmind',

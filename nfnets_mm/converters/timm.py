@@ -33,7 +33,7 @@ import torch
 from nfnets_mm.utils.checkpoint_io import refuse_existing, save_checkpoint_atomic
 from nfnets_mm.utils.safe_checkpoint import safe_load
 from nfnets_mm.variants import get_variant
-from ._common import (ConversionError, check_placement, classifier_config,
+from ._common import (ConversionError, classifier_config, place_tensors,
                       match_nfnet_variant, ratio, same, target_shapes)
 
 __all__ = ['ACTIVATIONS', 'ConversionError', 'load_timm_state_dict', 'unwrap_state_dict',
@@ -385,27 +385,16 @@ def convert_state_dict(sd: Dict[str, torch.Tensor], act: Optional[str] = None
     shapes = target_shapes(cfg)
     plan, unknown = build_plan(sd, family, gamma_in_conv, gamma)
 
-    state_dict: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
-    sources_of: Dict[str, List[Optional[str]]] = {}
-    unexpected, shape_errors = [], []
-    for target, source, transform in plan:
-        sources_of.setdefault(target, []).append(source)
-        if target not in shapes:
-            unexpected.append(f'{source} -> {target}')
-            continue
+    def make_tensor(source, transform, target_shape):
         if source is None:
-            tensor = torch.ones(shapes[target])
-        else:
-            try:
-                tensor = transform(sd[source].float())
-            except ConversionError as err:
-                raise ConversionError(f'{source}: {err}') from None
-        if tuple(tensor.shape) != shapes[target]:
-            shape_errors.append(f'{source} {tuple(sd[source].shape)} -> {target} '
-                                f'{tuple(tensor.shape)}, expected {shapes[target]}')
-            continue
-        state_dict[target] = tensor.contiguous().clone()
-    problems = check_placement(shapes, sources_of, unexpected, shape_errors, unknown)
+            return torch.ones(target_shape)
+        try:
+            return transform(sd[source].float()).contiguous().clone()
+        except ConversionError as err:
+            raise ConversionError(f'{source}: {err}') from None
+
+    state_dict, problems = place_tensors(plan, shapes, make_tensor,
+                                         lambda s: tuple(sd[s].shape), unknown)
     if problems:
         raise ConversionError(f'cannot convert the timm {flavor} state dict: '
                               + ' | '.join(problems))
@@ -416,7 +405,7 @@ def convert_state_dict(sd: Dict[str, torch.Tensor], act: Optional[str] = None
     meta = dict(converted_from=f'timm_{flavor}',
                 converter='nfnets_mm.converters.timm',
                 num_classes=num_classes, model=cfg, exact=True, notes=notes)
-    return OrderedDict((k, state_dict[k]) for k in shapes), meta
+    return state_dict, meta
 
 
 def convert_file(src: str, act: Optional[str] = None
