@@ -79,7 +79,8 @@ class NFBackboneBase(BaseModule):
     Subclasses build ``self.stem`` (a module), ``self.stages`` (a ``ModuleList`` of
     ``Sequential`` of blocks) and optionally ``self.final`` (applied to the last stage's
     output), and fill ``self.stage_channels``.  This class handles ``out_indices``,
-    ``frozen_stages``, ``norm_eval``, ``memory_format`` and ``switch_to_deploy``.
+    ``frozen_stages``, ``norm_eval``, ``memory_format`` and ``switch_to_deploy``, and
+    validates ``fold_scales`` (which the subclasses pass on to their blocks).
 
     ``memory_format='channels_last'`` stores every 4-d weight in NHWC order when the
     backbone is built, i.e. before the runner wraps it in DistributedDataParallel (whose
@@ -93,9 +94,10 @@ class NFBackboneBase(BaseModule):
     """
 
     def __init__(self, out_indices: Sequence[int] = (-1, ), frozen_stages: int = -1,
-                 norm_eval: bool = False, memory_format: str = 'contiguous',
-                 init_cfg=None) -> None:
+                 norm_eval: bool = False, fold_scales: bool = True,
+                 memory_format: str = 'contiguous', init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
+        self.fold_scales = check_bool('fold_scales', fold_scales)
         self.memory_format = memory_format
         self._torch_memory_format = check_memory_format(memory_format)
         self._out_indices_arg = out_indices

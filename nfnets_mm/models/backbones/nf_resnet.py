@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from nfnets_mm.registry import MODELS
 from ..layers import MaxPool2dSame, build_nf_act, build_nf_conv
-from .nf_base import NFBackboneBase, check_bool, make_stages
+from .nf_base import NFBackboneBase, make_stages
 from .nf_blocks import NFResNetBottleneck
 
 
@@ -43,7 +43,8 @@ class NFResNet(NFBackboneBase):
             pre-activation also its ``1 / beta``) to the conv(s) they feed, and each block
             merges SE, stochastic depth, skip gain and alpha in one pass; ``False`` applies
             them one by one, for comparison. Same outputs within rounding, same state
-            dict (until ``switch_to_deploy``, as for :class:`NFNet`). The final activation keeps its gamma. Defaults to True.
+            dict (until ``switch_to_deploy``, as for :class:`NFNet`). The final activation
+            keeps its gamma. Defaults to True.
         Others: as :class:`NFNet` (``act_cfg`` defaults to ReLU).
     """
 
@@ -78,13 +79,13 @@ class NFResNet(NFBackboneBase):
                  fold_scales: bool = True,
                  memory_format: str = 'contiguous',
                  init_cfg: Optional[Union[dict, list]] = None) -> None:
-        super().__init__(out_indices, frozen_stages, norm_eval, memory_format, init_cfg)
+        super().__init__(out_indices, frozen_stages, norm_eval, fold_scales, memory_format,
+                         init_cfg)
         if depth not in self.arch_settings:
             raise KeyError(f'Invalid depth {depth} for NFResNet; valid depths are '
                            f'{", ".join(str(d) for d in self.arch_settings)}.')
         self.depth = depth
         self.avg_down = avg_down
-        self.fold_scales = check_bool('fold_scales', fold_scales)
         conv = dict(padding=padding, ws_eps=ws_eps, ws_eps_mode=ws_eps_mode, norm_cfg=norm_cfg)
         if padding == 'same':
             pool = MaxPool2dSame(3, 2)

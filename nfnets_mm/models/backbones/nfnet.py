@@ -7,7 +7,7 @@ import torch.nn as nn
 from nfnets_mm.registry import MODELS
 from nfnets_mm.variants import NFNET_VARIANTS
 from ..layers import build_nf_act, build_nf_conv
-from .nf_base import NFBackboneBase, check_bool, make_stages, resolve_arch
+from .nf_base import NFBackboneBase, make_stages, resolve_arch
 from .nf_blocks import NFNetBlock
 
 
@@ -110,11 +110,11 @@ class NFNet(NFBackboneBase):
                  fold_scales: bool = True,
                  memory_format: str = 'contiguous',
                  init_cfg: Optional[Union[dict, list]] = None) -> None:
-        super().__init__(out_indices, frozen_stages, norm_eval, memory_format, init_cfg)
+        super().__init__(out_indices, frozen_stages, norm_eval, fold_scales, memory_format,
+                         init_cfg)
         self.arch_settings = resolve_arch(arch, self.arch_zoo, ('depths', 'widths'),
                                           self.arch_defaults, 'NFNet')
         settings = self.arch_settings
-        self.fold_scales = check_bool('fold_scales', fold_scales)
         conv = dict(padding=padding, ws_eps=ws_eps, ws_eps_mode=ws_eps_mode, norm_cfg=norm_cfg)
 
         stem, channels, input_scale = [], in_channels, 1.0

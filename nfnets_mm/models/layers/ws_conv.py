@@ -15,6 +15,13 @@ from .ws_function import (WS_EPS_MODES, check_eps_mode, is_compiling,
 __all__ = ['ScaledStdConv2d', 'WS_EPS_MODES']
 
 
+def _check_positive_finite(name: str, value, meaning: str) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is a finite real > 0."""
+    if isinstance(value, bool) or not (isinstance(value, numbers.Real)
+                                       and 0 < value < float('inf')):
+        raise ValueError(f'{name} must be a positive finite number ({meaning}), got {value!r}.')
+
+
 @MODELS.register_module(name='NFScaledStdConv2d')
 class ScaledStdConv2d(nn.Conv2d):
     r"""Conv2d whose weight is Scaled Weight Standardized before every use.
@@ -100,15 +107,9 @@ class ScaledStdConv2d(nn.Conv2d):
                  input_scale: float = 1.0) -> None:
         self.padding_mode_name = check_padding_mode(padding)
         check_eps_mode(eps_mode)
-        if isinstance(eps, bool) or not (isinstance(eps, numbers.Real)
-                                         and 0 < eps < float('inf')):
-            raise ValueError(f'eps must be a positive finite number (the Eq. 1 stabiliser), '
-                             f'got {eps!r}.')
-        if isinstance(input_scale, bool) or not (isinstance(input_scale, numbers.Real)
-                                                 and 0 < input_scale < float('inf')):
-            raise ValueError(f'input_scale must be a positive finite number (a constant '
-                             f'factor of the input, e.g. an activation gamma), got '
-                             f'{input_scale!r}.')
+        _check_positive_finite('eps', eps, 'the Eq. 1 stabiliser')
+        _check_positive_finite('input_scale', input_scale,
+                               'a constant factor of the input, e.g. an activation gamma')
         self.dynamic_same = (padding == 'same'
                              and needs_dynamic_same_padding(kernel_size, stride, dilation))
         static_pad = 0 if self.dynamic_same else symmetric_padding(kernel_size, dilation)
