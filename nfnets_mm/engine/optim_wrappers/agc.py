@@ -47,7 +47,7 @@ them are device tensors, read by the optimizer wrappers in their one host read p
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -110,9 +110,11 @@ def unitwise_norm(tensor: torch.Tensor) -> torch.Tensor:
     return _row_norms(tensor.reshape(1, -1) if is_single_unit(tensor) else tensor, 1)
 
 
-def _bucket(params: Iterable[torch.Tensor]):
-    buckets = defaultdict(lambda: ([], [], [], []))  # vec p, vec g, mat p, mat g
-    seen = set()
+def unique_grads(params: Iterable[torch.Tensor], seen: Optional[set] = None
+                 ) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(param, grad)`` for every parameter with a gradient, detached; a gradient listed
+    twice (also across calls sharing ``seen``) comes once; sparse gradients are refused."""
+    seen = set() if seen is None else seen
     for p in params:
         g = p.grad
         if g is None or id(g) in seen:  # a gradient listed twice is clipped once
@@ -120,13 +122,19 @@ def _bucket(params: Iterable[torch.Tensor]):
         seen.add(id(g))
         if g.is_sparse:
             raise RuntimeError('AGC does not support sparse gradients.')
+        yield p.detach(), g.detach()
+
+
+def _bucket(params: Iterable[torch.Tensor]):
+    buckets = defaultdict(lambda: ([], [], [], []))  # vec p, vec g, mat p, mat g
+    for p, g in unique_grads(params):
         vp, vg, mp, mg = buckets[(g.device, g.dtype)]
         if is_single_unit(p):
-            vp.append(p.detach())
-            vg.append(g.detach())
+            vp.append(p)
+            vg.append(g)
         else:
-            mp.append(p.detach())
-            mg.append(g.detach())
+            mp.append(p)
+            mg.append(g)
     for vp, vg, _, _ in buckets.values():
         # one-element tensors (skip gains) first, so that each bucket's flat unit vector
         # is [skip gains | gains and biases | weights] in both strategies

@@ -37,7 +37,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-from .agc import UNIT_KINDS, is_single_unit, norm_dtype
+from .agc import UNIT_KINDS, is_single_unit, norm_dtype, unique_grads
 
 #: ``torch.compile`` keyword arguments accepted in ``clip_grad.fused=dict(...)``.
 COMPILE_KEYS = ('backend', 'mode', 'options')
@@ -149,33 +149,24 @@ class CompiledAGC:
     @staticmethod
     def _collect(clip_groups, checked_params):
         per_device: Dict[torch.device, Tuple[list, list, list, list]] = {}
-        seen = set()
+        seen = set()  # shared: a gradient listed in two groups is clipped once
 
-        def grad_of(p):
-            g = p.grad
-            if g is None or id(g) in seen:
-                return None
-            seen.add(id(g))
-            if g.is_sparse:
-                raise RuntimeError('AGC does not support sparse gradients.')
-            if g.is_complex():
-                raise TypeError('The compiled AGC pass does not support complex parameters '
-                                f'(got {g.dtype}); set clip_grad.fused=False, whose eager '
-                                'path clips them by modulus.')
-            return g
+        def real_grads(params):
+            for p, g in unique_grads(params, seen):
+                if g.is_complex():
+                    raise TypeError('The compiled AGC pass does not support complex '
+                                    f'parameters (got {g.dtype}); set clip_grad.fused=False, '
+                                    'whose eager path clips them by modulus.')
+                yield p, g
 
         for clipping, params in clip_groups:
-            for p in params:
-                g = grad_of(p)
-                if g is not None:
-                    ps, gs, cs, _ = per_device.setdefault(g.device, ([], [], [], []))
-                    ps.append(p.detach())
-                    gs.append(g.detach())
-                    cs.append(float(clipping))
-        for p in checked_params:
-            g = grad_of(p)
-            if g is not None:
-                per_device.setdefault(g.device, ([], [], [], []))[3].append(g.detach())
+            for p, g in real_grads(params):
+                ps, gs, cs, _ = per_device.setdefault(g.device, ([], [], [], []))
+                ps.append(p)
+                gs.append(g)
+                cs.append(float(clipping))
+        for _, g in real_grads(checked_params):
+            per_device.setdefault(g.device, ([], [], [], []))[3].append(g)
         return per_device
 
     def __call__(self, clip_groups: Sequence[Tuple[float, Sequence[torch.Tensor]]],
