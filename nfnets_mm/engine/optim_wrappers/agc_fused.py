@@ -141,7 +141,6 @@ class CompiledAGC:
                            f'AGC pass; valid keys are {", ".join(COMPILE_KEYS)}.')
         self.eps, self.grad_eps = float(eps), float(grad_eps)
         self._compiled = torch.compile(self._pass, fullgraph=True, dynamic=False, **cfg)
-        self._units: Dict[tuple, Tuple[int, int, int, int]] = {}
 
     def _pass(self, params, grads, clippings, checked):
         return _agc_pass(params, grads, clippings, checked, self.eps, self.grad_eps)
@@ -173,10 +172,7 @@ class CompiledAGC:
                  checked_params: Sequence[torch.Tensor] = ()) -> CompiledAGCResult:
         stats, finite, units = None, None, [0, 0, 0, 0]
         for ps, gs, cs, checked in self._collect(clip_groups, checked_params).values():
-            key = tuple((tuple(g.shape), g.dtype) for g in gs)
-            if key not in self._units:
-                self._units[key] = _units(gs)
-            units = [a + b for a, b in zip(units, self._units[key])]
+            units = [a + b for a, b in zip(units, _units(gs))]
             out = self._compiled(ps, gs, cs, checked)
             part_finite = out[6] == 1
             finite = part_finite if finite is None else finite & part_finite.to(finite.device)
