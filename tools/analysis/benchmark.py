@@ -544,14 +544,12 @@ class Bench:
         stats = adaptive_clip_grad_(params, clipping=0.01, eps=1e-3)
         ours_out = [p.grad.clone() for p in params]
         ref = [agc_reference(p.detach(), g, 0.01, 1e-3) for p, g in zip(params, grads)]
-        rel_ref = max(float((o - r).abs().max() / r.abs().max().clamp_min(1e-30))
-                      for o, r in zip(ours_out, ref))
+        rel_ref = _max_rel_diff(ours_out, ref)
         rel_timm = None
         if timm_agc is not None:
             restore()
             timm_agc(params, 0.01, 1e-3)
-            rel_timm = max(float((o - p.grad).abs().max() / p.grad.abs().max().clamp_min(1e-30))
-                           for o, p in zip(ours_out, params))
+            rel_timm = _max_rel_diff(ours_out, [p.grad for p in params])
         fraction = float(stats.clip_fraction)
         fused, compile_s, rel_fused = None, None, None
         if a.fused_agc:
@@ -561,8 +559,7 @@ class Bench:
             fused([(0.01, params)])
             sync(self.device)
             compile_s = time.perf_counter() - t0
-            rel_fused = max(float((p.grad - r).abs().max() / r.abs().max().clamp_min(1e-30))
-                            for r, p in zip(ref, params))
+            rel_fused = _max_rel_diff([p.grad for p in params], ref)
         del ours_out, ref
 
         w_and_g = [p.detach() for p in params] + buffers
@@ -707,6 +704,12 @@ def _mib(value: Optional[float], signed: bool = False) -> str:
         return f'{value:+.1e}' if signed else f'{value:.1e}'
     digits = 2 if abs(value) < 10 else 1 if abs(value) < 1000 else 0
     return f'{value:+.{digits}f}' if signed else f'{value:.{digits}f}'
+
+
+def _max_rel_diff(outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor]) -> float:
+    """Largest ``max|out - ref|`` relative to ``max|ref|``, over pairs of tensors."""
+    return max(float((o - r).abs().max() / r.abs().max().clamp_min(1e-30))
+               for o, r in zip(outs, refs))
 
 
 def _stage_order(stage: str):
